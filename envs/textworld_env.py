@@ -1,0 +1,216 @@
+"""``treegym/TextWorld-v0``: TextWorld games (Z-machine via Jericho) with native snapshots.
+
+A task is a game: a ``.z8`` file with its ``.json`` beside it, or a generator spec (see
+:mod:`treegym.envs.textworld_games`) that is made offline into the cache on first use. Pick it
+with the constructor (``game=``) or per episode with ``reset(options={"task": ...})``.
+
+Observations are the game's own text (TextWorld's ``feedback``). The reward is the change in
+game score; ``terminated`` means won or lost; ``truncated`` comes at ``max_episode_steps``.
+``info`` holds ``admissible_commands``, ``won``, ``lost``, ``score``, ``max_score``, ``moves``,
+``task_id`` and, with ``expert_plan=True``, the remaining ``expert_plan`` (TextWorld's winning
+policy from the current state; computing it is most of a step's cost on larger games).
+
+Snapshots are native (:mod:`treegym.envs.textworld_state`): Jericho's state plus the tracking
+wrappers' mutable parts. Actions are normalised before they reach the interpreter: control
+characters and line breaks become spaces (a newline would otherwise be read as two commands,
+desynchronising the transcript; a NUL byte hangs the interpreter).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import warnings
+from pathlib import Path
+from typing import Any
+
+import textworld
+from textworld.core import EnvInfos
+
+from . import textworld_state
+from .core import TextEnv
+from .errors import GameFileError, UnknownTaskError
+from .textworld_games import GameSpec, is_spec, make_game
+
+DEFAULT_GAME = "tw-simple:rewards=dense,goal=detailed,seed=1234"
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_Z_VERSIONS = range(1, 9)
+_Z_LENGTH_SCALE = {1: 2, 2: 2, 3: 2, 4: 4, 5: 4, 6: 8, 7: 8, 8: 8}
+_VALIDATED: dict[tuple[str, int, int], str] = {}
+
+
+def resolve_game(task: Any) -> Path:
+    """Path of the ``.z8`` file for a task (a path, or a spec made on demand)."""
+    if is_spec(task):
+        return make_game(GameSpec.parse(task))
+    if not isinstance(task, (str, os.PathLike)):
+        raise UnknownTaskError(
+            f"a TextWorld task is a .z8 path or a generator spec such as {DEFAULT_GAME!r}, "
+            f"got {task!r}"
+        )
+    return Path(task).expanduser()
+
+
+def validate_game_file(path: Path) -> str:
+    """Check a Z-machine game before Jericho sees it; return its content hash.
+
+    Jericho's interpreter calls ``exit()`` on a file it cannot run (killing the whole
+    process), so the header, length and checksum are verified here first. Results are cached
+    by (path, size, mtime): resets that switch between known games skip the work.
+    """
+    try:
+        stat = path.stat()
+        key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    except OSError:
+        key = None
+    if key in _VALIDATED:
+        return _VALIDATED[key]
+    digest = _validate_game_file(path)
+    if key is not None:
+        _VALIDATED[key] = digest
+    return digest
+
+
+def _validate_game_file(path: Path) -> str:
+    suffix = path.suffix.lower()
+    if suffix == ".ulx":
+        raise GameFileError(
+            f"{path}: Glulx (.ulx) games are not playable with textworld 1.7 (Jericho runs "
+            "Z-machine games only); make the game as .z8 instead"
+        )
+    if not re.fullmatch(r"\.z[1-8]", suffix):
+        raise GameFileError(f"{path}: not a Z-machine game file (.z1–.z8 expected)")
+    if not path.is_file():
+        raise GameFileError(f"game file not found: {path}")
+    json_path = path.with_suffix(".json")
+    if not json_path.is_file():
+        raise GameFileError(
+            f"{path}: the TextWorld metadata {json_path.name} is missing beside it "
+            "(treegym/TextWorld-v0 plays games made by TextWorld, which writes both files)"
+        )
+    try:
+        data = path.read_bytes()
+        meta = json_path.read_bytes()
+    except OSError as exc:
+        raise GameFileError(f"cannot read {path}: {exc}") from None
+    if len(data) < 64 or data[0] not in _Z_VERSIONS:
+        raise GameFileError(f"{path}: not a Z-machine story (bad header)")
+    length = int.from_bytes(data[0x1A:0x1C], "big") * _Z_LENGTH_SCALE[data[0]]
+    if length > len(data) or (length and length < 64):
+        raise GameFileError(
+            f"{path}: truncated story file ({len(data)} bytes, header says {length})"
+        )
+    checksum = int.from_bytes(data[0x1C:0x1E], "big")
+    if length and checksum and sum(data[0x40:length]) & 0xFFFF != checksum:
+        raise GameFileError(f"{path}: story file checksum mismatch (corrupted game file)")
+    return hashlib.sha256(data + b"\0" + meta).hexdigest()[:16]
+
+
+class TextWorldEnv(TextEnv):
+    """See the module docstring."""
+
+    def __init__(
+        self,
+        game: str | os.PathLike[str] | None = None,
+        *,
+        max_episode_steps: int | None = 100,
+        expert_plan: bool = True,
+    ) -> None:
+        super().__init__(max_episode_steps=max_episode_steps)
+        self.expert_plan = bool(expert_plan)
+        self._infos = EnvInfos(
+            admissible_commands=True,
+            policy_commands=self.expert_plan,
+            score=True,
+            max_score=True,
+            won=True,
+            lost=True,
+            moves=True,
+        )
+        self._env: Any = None
+        self._layers: textworld_state.Layers | None = None
+        self._started = False
+        self._score = 0
+        self.default_task = game if game is not None else DEFAULT_GAME
+        self._load(self.default_task)
+
+    # ------------------------------------------------------------------ game loading
+    def _load(self, task: Any) -> None:
+        path = resolve_game(task)
+        digest = validate_game_file(path)
+        if self._env is not None and self._game_sha == digest:
+            return
+        try:
+            env = textworld.start(str(path), self._infos)
+        except Exception as exc:  # malformed .json, unsupported content
+            raise GameFileError(f"TextWorld cannot load {path}: {exc}") from None
+        self.close()
+        self._env, self._layers = env, textworld_state.Layers.of(env)
+        self._game_path, self._game_sha = path, digest
+        self._task_id = path.parent.name if path.stem == "game" else path.stem
+        self._started = False
+
+    def close(self) -> None:
+        if self._env is not None:
+            self._env.close()
+            self._env = self._layers = None
+
+    # ------------------------------------------------------------------ hooks
+    def _fingerprint_parts(self) -> dict[str, Any]:
+        return {"game_sha": self._game_sha, "expert_plan": self.expert_plan}
+
+    def _describe_fingerprint(self) -> str:
+        return f"game {self._game_path} (sha {self._game_sha})"
+
+    def _normalize_action(self, action: str) -> str:
+        return " ".join(_CONTROL.sub(" ", action).split())
+
+    def _reset(self, seed: int, options: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        self._load(options.get("task", self.default_task))
+        # Jericho treats seed 0 as "use the clock": shift into 1..2**31-1.
+        self._env.seed(seed % (2**31 - 1) + 1)
+        state = self._env.reset()
+        self._started = True
+        self._score = int(state["score"] or 0)
+        return state["feedback"], self._info(state)
+
+    def _step(self, action: str) -> tuple[str, float, bool, dict[str, Any]]:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # Jericho warns when it truncates long input
+            state, _, _ = self._env.step(action)
+        score = int(state["score"] or 0)
+        reward, self._score = score - self._score, score
+        return state["feedback"], float(reward), bool(state["won"] or state["lost"]), self._info(state)
+
+    def _get_native(self) -> textworld_state.TextWorldNative:
+        return textworld_state.capture(self._layers, self._score)
+
+    def _set_native(self, native: textworld_state.TextWorldNative) -> None:
+        if not isinstance(native, textworld_state.TextWorldNative):
+            raise TypeError(f"not a TextWorld native snapshot: {type(native).__name__}")
+        if not self._started:  # interpreter loaded but never started: start it once
+            self._env.reset()
+            self._started = True
+        textworld_state.apply(self._layers, native)
+        self._score = native.score
+
+    def _spawn_twin(self) -> TextWorldEnv:
+        twin = super()._spawn_twin()
+        assert isinstance(twin, TextWorldEnv)
+        twin._load(self._game_path)
+        return twin
+
+    def _info(self, state: Any) -> dict[str, Any]:
+        info = {
+            "admissible_commands": list(state["admissible_commands"] or []),
+            "won": bool(state["won"]),
+            "lost": bool(state["lost"]),
+            "score": int(state["score"] or 0),
+            "max_score": int(state["max_score"] or 0),
+            "moves": int(state["moves"] or 0),
+            "task_id": self._task_id,
+        }
+        if self.expert_plan:
+            info["expert_plan"] = list(state["policy_commands"] or [])
+        return info
