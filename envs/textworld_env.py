@@ -12,8 +12,9 @@ policy from the current state; computing it is most of a step's cost on larger g
 
 Snapshots are native (:mod:`treegym.envs.textworld_state`): Jericho's state plus the tracking
 wrappers' mutable parts. Actions are normalised before they reach the interpreter: control
-characters and line breaks become spaces (a newline would otherwise be read as two commands,
-desynchronising the transcript; a NUL byte hangs the interpreter).
+characters, line breaks and backslashes become spaces (a newline would otherwise be read as two
+commands, desynchronising the transcript; a NUL byte hangs the interpreter; a backslash starts
+a dumb-frotz meta-command).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+import jericho
 import textworld
 from textworld.core import EnvInfos
 
@@ -34,7 +36,8 @@ from .errors import GameFileError, UnknownTaskError
 from .textworld_games import GameSpec, is_spec, make_game
 
 DEFAULT_GAME = "tw-simple:rewards=dense,goal=detailed,seed=1234"
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+# Control characters and backslashes (dumb-frotz reads "\\x" as an interpreter meta-command).
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\\]")
 _Z_VERSIONS = range(1, 9)
 _Z_LENGTH_SCALE = {1: 2, 2: 2, 3: 2, 4: 4, 5: 4, 6: 8, 7: 8, 8: 8}
 _VALIDATED: dict[tuple[str, int, int], str] = {}
@@ -142,7 +145,10 @@ class TextWorldEnv(TextEnv):
         if self._env is not None and self._game_sha == digest:
             return
         try:
-            env = textworld.start(str(path), self._infos)
+            with warnings.catch_warnings():
+                # Jericho's "not fully supported" targets Infocom titles; TextWorld games are fine.
+                warnings.simplefilter("ignore", jericho.UnsupportedGameWarning)
+                env = textworld.start(str(path), self._infos)
         except Exception as exc:  # malformed .json, unsupported content
             raise GameFileError(f"TextWorld cannot load {path}: {exc}") from None
         self.close()

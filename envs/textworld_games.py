@@ -22,7 +22,6 @@ import argparse
 import hashlib
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -101,12 +100,14 @@ class GameSpec:
 
     @property
     def slug(self) -> str:
-        """Folder name: readable parameters plus a hash of the spec and TextWorld version."""
+        """Folder name: generator, seed, and a hash of the spec and TextWorld version.
+
+        Kept short: the Z-machine interpreter prints "Filename too long" for long paths.
+        """
         import textworld
 
-        readable = re.sub(r"[^A-Za-z0-9_.-]+", "-", self.canonical.replace(":", "-"))[:80]
         digest = hashlib.sha256(f"{self.canonical}|{textworld.__version__}".encode()).hexdigest()
-        return f"{readable}-{digest[:10]}"
+        return f"{self.challenge}-s{self.seed}-{digest[:10]}"
 
 
 def is_spec(task: Any) -> bool:
@@ -249,7 +250,7 @@ def _generate_here(spec: dict[str, Any]) -> None:
 
     options = textworld.GameOptions()
     options.seeds = spec["seed"]
-    options.path = "game.z8"
+    options.path = "./game.z8"
     options.file_ext = ".z8"
     options.force_recompile = True
     params = spec["params"]

@@ -18,6 +18,7 @@ was written against.
 
 from __future__ import annotations
 
+from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,9 +34,9 @@ _new = object.__new__
 def _copy_world_state(state: State) -> State:
     out = _new(State)
     out.__dict__.update(state.__dict__)
-    out._facts = {k: v.copy() for k, v in state._facts.items()}
+    out._facts = defaultdict(set, {k: v.copy() for k, v in state._facts.items()})
     out._vars_by_name = state._vars_by_name.copy()
-    out._vars_by_type = {k: v.copy() for k, v in state._vars_by_type.items()}
+    out._vars_by_type = defaultdict(set, {k: v.copy() for k, v in state._vars_by_type.items()})
     out._var_counts = state._var_counts.copy()
     return out
 
