@@ -45,8 +45,10 @@ def envs_command() -> None:
     from treegym.envs import plugin_errors, registered_envs
 
     table = Table(title="treegym environments")
-    for col in ("id", "source", "entry point", "description"):
-        table.add_column(col)
+    table.add_column("id", no_wrap=True)
+    table.add_column("source", no_wrap=True)
+    table.add_column("entry point", overflow="fold")
+    table.add_column("description")
     for entry in registered_envs():
         table.add_row(entry.id, entry.source, entry.entry_point, entry.description)
     console.print(table)
