@@ -172,7 +172,7 @@ def first_divergence(
     expected: list[StepRecord], got: list[StepRecord], offset: int = 0
 ) -> Divergence | None:
     """Compare two trajectories field by field; ``offset`` numbers steps from the episode start."""
-    for i, (a, b) in enumerate(zip(expected, got)):
+    for i, (a, b) in enumerate(zip(expected, got, strict=False)):
         step = offset + i + 1
         for name in ("action", "obs", "reward", "terminated", "truncated"):
             if getattr(a, name) != getattr(b, name):
@@ -183,7 +183,9 @@ def first_divergence(
                     step, f"info.{key}", a.info.get(key, "<missing>"), b.info.get(key, "<missing>")
                 )
     if len(expected) != len(got):
-        return Divergence(offset + min(len(expected), len(got)) + 1, "length", len(expected), len(got))
+        return Divergence(
+            offset + min(len(expected), len(got)) + 1, "length", len(expected), len(got)
+        )
     return None
 
 
@@ -250,7 +252,9 @@ class _Context:
     def alternative_actions(self, depth: int, n: int = 4) -> list[str]:
         """Actions differing from the reference continuation (to perturb a fork)."""
         info = self.reference[depth - 1].info if depth else self.reset_info
-        admissible = [a for a in info.get("admissible_commands") or [] if a not in self.actions(depth)[:1]]
+        admissible = [
+            a for a in info.get("admissible_commands") or [] if a not in self.actions(depth)[:1]
+        ]
         pool = admissible or list(NONSENSE_COMMANDS[:3])
         return [self.rng.choice(pool) for _ in range(n)]
 
@@ -262,14 +266,20 @@ class _Context:
             warnings.simplefilter("always")
             gym_check_env(self.twin(), skip_render_check=True, skip_close_check=True)
         notes = sorted({str(w.message).splitlines()[0][:120] for w in caught})
-        return CheckResult("", True, f"{len(notes)} warning(s): {'; '.join(notes)}" if notes else "")
+        return CheckResult(
+            "", True, f"{len(notes)} warning(s): {'; '.join(notes)}" if notes else ""
+        )
 
     def determinism(self) -> CheckResult:
         other = self.twin()
         obs, _ = other.reset(seed=self.seed)
         if obs != self.reset_obs:
-            return CheckResult("", False, "reset observations differ for the same seed",
-                               Divergence(0, "obs", self.reset_obs, obs))
+            return CheckResult(
+                "",
+                False,
+                "reset observations differ for the same seed",
+                Divergence(0, "obs", self.reset_obs, obs),
+            )
         div = first_divergence(self.reference, play(other, self.actions()))
         return CheckResult("", div is None, f"{len(self.reference)} steps, seed {self.seed}", div)
 
@@ -282,7 +292,11 @@ class _Context:
             self.at_depth(env, depth)
             snap = env.snapshot()
             expected = play(env, self.actions(depth))
-            for label, s in (("native", snap), ("native again", snap), ("replay", snap.replay_only())):
+            for label, s in (
+                ("native", snap),
+                ("native again", snap),
+                ("replay", snap.replay_only()),
+            ):
                 env.restore(s)
                 div = first_divergence(expected, play(env, self.actions(depth)), depth)
                 if div is not None:
@@ -302,14 +316,18 @@ class _Context:
             play(fork, self.alternative_actions(depth))
             div = first_divergence(expected, play(env, self.actions(depth)), depth)
             if div is not None:
-                return CheckResult("", False, f"parent changed by stepping its fork (depth {depth})", div)
+                return CheckResult(
+                    "", False, f"parent changed by stepping its fork (depth {depth})", div
+                )
             env.restore(snap)
             fork = env.fork()
             self._twins.append(fork)
             play(env, self.alternative_actions(depth))
             div = first_divergence(expected, play(fork, self.actions(depth)), depth)
             if div is not None:
-                return CheckResult("", False, f"fork changed by stepping its parent (depth {depth})", div)
+                return CheckResult(
+                    "", False, f"fork changed by stepping its parent (depth {depth})", div
+                )
         return CheckResult("", True, f"{self.trials} fork pairs")
 
     def portable_snapshot(self) -> CheckResult:
@@ -321,7 +339,9 @@ class _Context:
         self.env.restore(decoded)
         div = first_divergence(expected, play(self.env, self.actions(depth)), depth)
         if div is not None:
-            return CheckResult("", False, f"portable bytes restored in this process (depth {depth})", div)
+            return CheckResult(
+                "", False, f"portable bytes restored in this process (depth {depth})", div
+            )
         ctx = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(1, mp_context=ctx) as pool:
             future = pool.submit(_play_portable, self.env.recipe, data, self.actions(depth))
@@ -345,14 +365,20 @@ class _Context:
                 else:
                     problems.append(f"{label}: {type(exc).__name__} without a message")
             except Exception as exc:
-                problems.append(f"{label}: expected {error.__name__}, got {type(exc).__name__}: {exc}")
+                problems.append(
+                    f"{label}: expected {error.__name__}, got {type(exc).__name__}: {exc}"
+                )
             else:
                 problems.append(f"{label}: no error raised")
 
         env.reset(seed=self.seed)
         for bad in (None, 42, b"look", ["look"]):
             expect(f"action {bad!r}", InvalidActionError, lambda bad=bad: env.step(bad))
-        expect("over-long action", InvalidActionError, lambda: env.step("x" * (env.max_action_length + 1)))
+        expect(
+            "over-long action",
+            InvalidActionError,
+            lambda: env.step("x" * (env.max_action_length + 1)),
+        )
         for nonsense in ("xyzzy plugh", "\x00\n\tlook\x7f", "é漢字 ☃"):
             env.reset(seed=self.seed)
             obs, *_ = env.step(nonsense)
@@ -362,15 +388,31 @@ class _Context:
                 problems.append(f"nonsense {nonsense!r} returned {type(obs).__name__}, not str")
         env.reset(seed=self.seed)
         snap = env.snapshot()
-        expect("snapshot of another env type", SnapshotMismatchError,
-               lambda: env.restore(replace(snap, env_type="some.other.Env")))
-        expect("snapshot of another game/config", SnapshotMismatchError,
-               lambda: env.restore(replace(snap, fingerprint="0" * 16, native=snap.native or object())))
+        expect(
+            "snapshot of another env type",
+            SnapshotMismatchError,
+            lambda: env.restore(replace(snap, env_type="some.other.Env")),
+        )
+        expect(
+            "snapshot of another game/config",
+            SnapshotMismatchError,
+            lambda: env.restore(
+                replace(snap, fingerprint="0" * 16, native=snap.native or object())
+            ),
+        )
         data = snap.portable()
         flipped = bytearray(data)
         flipped[-2] ^= 0x20
-        expect("bit-flipped portable snapshot", CorruptSnapshotError, lambda: env.restore(bytes(flipped)))
-        expect("truncated portable snapshot", CorruptSnapshotError, lambda: env.restore(data[: len(data) // 2]))
+        expect(
+            "bit-flipped portable snapshot",
+            CorruptSnapshotError,
+            lambda: env.restore(bytes(flipped)),
+        )
+        expect(
+            "truncated portable snapshot",
+            CorruptSnapshotError,
+            lambda: env.restore(data[: len(data) // 2]),
+        )
         expect("not a snapshot", TypeError, lambda: env.restore("snapshot"))
         expect("step before reset", ResetNeededError, lambda: self.twin().step("look"))
         ended = self._ended_episode(env)

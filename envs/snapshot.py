@@ -110,7 +110,9 @@ class Snapshot:
         try:
             obj = json.loads(payload.decode("utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise CorruptSnapshotError(f"portable snapshot payload is not valid JSON: {exc}") from None
+            raise CorruptSnapshotError(
+                f"portable snapshot payload is not valid JSON: {exc}"
+            ) from None
         return cls(**_validated_fields(obj))
 
 
@@ -135,7 +137,7 @@ def _validated_fields(obj: Any) -> dict[str, Any]:
             f"portable snapshot fields do not match: missing {missing}, unexpected {extra}"
         )
     for name, types in expected.items():
-        if not isinstance(obj[name], types) or isinstance(obj[name], bool) and name == "seed":
+        if not isinstance(obj[name], types) or (isinstance(obj[name], bool) and name == "seed"):
             raise CorruptSnapshotError(
                 f"portable snapshot field {name!r} has type {type(obj[name]).__name__}"
             )

@@ -187,7 +187,12 @@ class TextWorldEnv(TextEnv):
             state, _, _ = self._env.step(action)
         score = int(state["score"] or 0)
         reward, self._score = score - self._score, score
-        return state["feedback"], float(reward), bool(state["won"] or state["lost"]), self._info(state)
+        return (
+            state["feedback"],
+            float(reward),
+            bool(state["won"] or state["lost"]),
+            self._info(state),
+        )
 
     def _get_native(self) -> textworld_state.TextWorldNative:
         return textworld_state.capture(self._layers, self._score)

@@ -89,7 +89,9 @@ class GameSpec:
                 f"unknown TextWorld generator {challenge!r}; choose one of {', '.join(names)}"
             )
         seed = _to_int(raw.pop("seed", 0), "seed")
-        params = _validate_custom(raw) if challenge == "custom" else _validate_challenge(challenge, raw)
+        params = (
+            _validate_custom(raw) if challenge == "custom" else _validate_challenge(challenge, raw)
+        )
         return cls(challenge, seed, tuple(sorted(params.items())))
 
     @property
@@ -170,7 +172,9 @@ def _to_int(value: Any, name: str) -> int:
             raise ValueError
         return int(value)
     except (TypeError, ValueError):
-        raise GameGenerationError(f"game spec parameter {name!r} must be an int, got {value!r}") from None
+        raise GameGenerationError(
+            f"game spec parameter {name!r} must be an int, got {value!r}"
+        ) from None
 
 
 def _fmt(value: Any) -> str:

@@ -152,4 +152,6 @@ def _freeze(policy: Any) -> Any:
 def _check_shared_state(layers: Layers) -> None:
     s = layers.tracking.state
     if not (s is layers.inform7.state is layers.gamedata.state is layers.jericho.state):
-        raise RuntimeError("TextWorld layers no longer share one GameState; snapshot would be wrong")
+        raise RuntimeError(
+            "TextWorld layers no longer share one GameState; snapshot would be wrong"
+        )

@@ -168,7 +168,9 @@ class ToyRoomsEnv(TextEnv):
 
     def _describe(self) -> str:
         s, lay = self.state, self.layout
-        exits = [d for d, r in (("west", s.room - 1), ("east", s.room + 1)) if 0 <= r < len(lay.rooms)]
+        exits = [
+            d for d, r in (("west", s.room - 1), ("east", s.room + 1)) if 0 <= r < len(lay.rooms)
+        ]
         lines = [f"-= {lay.rooms[s.room].title()} =-", f"Exits: {', '.join(exits) or 'none'}."]
         if s.room == lay.key_room and not s.has_key:
             lines.append("A small key lies on the floor.")
@@ -205,7 +207,7 @@ class ToyRoomsEnv(TextEnv):
         plan: list[str] = []
         room = s.room
         if not s.unlocked and not s.has_key:
-            plan += _walk(room, lay.key_room) + ["take key"]
+            plan += [*_walk(room, lay.key_room), "take key"]
             room = lay.key_room
         plan += _walk(room, lay.chest_room)
         if not s.unlocked:

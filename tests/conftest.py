@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from treegym.envs.textworld_games import make_game
 
 #: One game per generator, including tw-cooking as the issue asks.

@@ -48,7 +48,9 @@ class NondeterministicToy(ToyRoomsEnv):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.layout = replace(self.layout, rooms=tuple(f"{r}{next(self._instances)}" for r in self.layout.rooms))
+        self.layout = replace(
+            self.layout, rooms=tuple(f"{r}{next(self._instances)}" for r in self.layout.rooms)
+        )
 
     def _reset(self, seed, options):
         return super()._reset(seed, {})
@@ -74,7 +76,12 @@ def test_restore_that_loses_rng_state_is_caught_with_divergence():
     result = _result(report, "restore_equivalence")
     assert not result.passed and not report.passed
     assert result.divergence is not None and result.divergence.step >= 1
-    assert result.divergence.field in ("obs", "info.admissible_commands", "info.moves", "info.expert_plan")
+    assert result.divergence.field in (
+        "obs",
+        "info.admissible_commands",
+        "info.moves",
+        "info.expert_plan",
+    )
     assert "first divergence" in str(report)
 
 

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import gymnasium
 import pytest
+from treegym.envs import registered_envs
 
 import treegym
-from treegym.envs import registered_envs
 
 
 def test_builtins_are_in_gymnasiums_registry_with_their_source():
@@ -35,8 +35,12 @@ def test_unknown_id_suggests_close_matches():
 
 
 def test_register_helper_and_non_textenv_refused():
-    treegym.register("tests/Toy3-v0", "treegym.envs.toy:ToyRoomsEnv", kwargs={"n_rooms": 3},
-                     description="three rooms")
+    treegym.register(
+        "tests/Toy3-v0",
+        "treegym.envs.toy:ToyRoomsEnv",
+        kwargs={"n_rooms": 3},
+        description="three rooms",
+    )
     env = treegym.make("tests/Toy3-v0")
     assert env.n_rooms == 3 and env.spec.id == "tests/Toy3-v0"
     assert env.recipe.build().n_rooms == 3
@@ -91,9 +95,21 @@ def installed_plugin(tmp_path_factory) -> dict[str, str]:
     (src / "pyproject.toml").write_text(PLUGIN_PYPROJECT)
     (src / "treegym_plugin_demo.py").write_text(textwrap.dedent(PLUGIN_MODULE))
     subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-         "--target", str(target), str(src)],
-        check=True, capture_output=True, text=True,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "--target",
+            str(target),
+            str(src),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
     )
     assert list(target.glob("treegym_plugin_demo-*.dist-info"))
     env = dict(os.environ)
@@ -125,8 +141,13 @@ def test_plugin_env_works_with_gymnasium_make_once_treegym_is_imported(installed
         "env = gymnasium.make('plugindemo/Corridor-v0')\n"
         "print(len(env.unwrapped.layout.rooms))\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], env=installed_plugin, capture_output=True,
-                         text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        env=installed_plugin,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "6"
 
@@ -136,7 +157,9 @@ def test_broken_plugin_is_reported_not_fatal(tmp_path, installed_plugin):
     dist = broken / "treegym_broken-0.1.dist-info"
     dist.mkdir(parents=True)
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: treegym-broken\nVersion: 0.1\n")
-    (dist / "entry_points.txt").write_text("[treegym.envs]\nbroken = treegym_broken_missing:register\n")
+    (dist / "entry_points.txt").write_text(
+        "[treegym.envs]\nbroken = treegym_broken_missing:register\n"
+    )
     env = dict(installed_plugin)
     env["PYTHONPATH"] = os.pathsep.join([str(broken), env["PYTHONPATH"]])
     out = _treegym(["envs"], env)

@@ -6,15 +6,18 @@ import dataclasses
 import json
 
 import pytest
-
 from treegym.envs import CorruptSnapshotError, Snapshot
 from treegym.envs.snapshot import PORTABLE_MAGIC
 
 
 def _snap(**kw) -> Snapshot:
     base = dict(
-        env_type="pkg.Env", fingerprint="abc", seed=7, options='{"task":1}',
-        actions=("go east", "take key"), ended=None,
+        env_type="pkg.Env",
+        fingerprint="abc",
+        seed=7,
+        options='{"task":1}',
+        actions=("go east", "take key"),
+        ended=None,
         rng_state={"bit_generator": "PCG64", "state": {"state": 2**100 + 3, "inc": 5}},
         native=object(),
     )

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import random
 import shutil
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-import treegym
 from treegym.envs import (
     EpisodeEndedError,
     GameFileError,
@@ -21,22 +20,34 @@ from treegym.envs import (
 from treegym.envs.textworld_env import TextWorldEnv
 from treegym.envs.textworld_state import copy_progression
 
+import treegym
+
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["cooking", "simple", "coin", "treasure", "custom"])
 def test_check_env_passes_on_generated_games(games, name):
-    report = check_env("treegym/TextWorld-v0", env_kwargs={"game": games[name]}, trials=3, horizon=15)
+    report = check_env(
+        "treegym/TextWorld-v0", env_kwargs={"game": games[name]}, trials=3, horizon=15
+    )
     assert report.passed, str(report)
 
 
 def test_walkthrough_wins_and_info_has_the_contract_keys(cooking_game):
     env = TextWorldEnv(cooking_game)
-    obs, info = env.reset(seed=0)
-    assert {"admissible_commands", "won", "lost", "score", "max_score", "moves", "task_id",
-            "expert_plan"} <= set(info)
+    _, info = env.reset(seed=0)
+    assert {
+        "admissible_commands",
+        "won",
+        "lost",
+        "score",
+        "max_score",
+        "moves",
+        "task_id",
+        "expert_plan",
+    } <= set(info)
     total, steps = 0.0, 0
     while info["expert_plan"]:
-        obs, r, terminated, truncated, info = env.step(info["expert_plan"][0])
+        _, r, terminated, _, info = env.step(info["expert_plan"][0])
         total += r
         steps += 1
     assert terminated and info["won"] and not info["lost"]
@@ -87,7 +98,7 @@ def test_nonsense_commands_get_the_games_answer(cooking_game):
     env = TextWorldEnv(cooking_game)
     env.reset(seed=0)
     for cmd in ("xyzzy", "", "é漢字", "x" * 1000):
-        obs, r, terminated, truncated, info = env.step(cmd)
+        obs, r, terminated, _, _ = env.step(cmd)
         assert isinstance(obs, str) and r == 0 and not terminated
 
 
@@ -128,25 +139,24 @@ def test_missing_and_unsupported_game_files(tmp_path, cooking_game):
         TextWorldEnv(str(tmp_path / "nope.z8"))
     with pytest.raises(GameFileError, match="Glulx"):
         TextWorldEnv(str(tmp_path / "game.ulx"))
-    with pytest.raises(GameFileError, match="not a Z-machine game"):
+    with pytest.raises(GameFileError, match=r"not a Z-machine game"):
         TextWorldEnv(str(tmp_path / "game.txt"))
     lonely = tmp_path / "lonely.z8"
     shutil.copy(cooking_game, lonely)
-    with pytest.raises(GameFileError, match="lonely.json"):
+    with pytest.raises(GameFileError, match=r"lonely\.json"):
         TextWorldEnv(str(lonely))
 
 
 def _copy_game(src: str, dst_dir, data: bytes | None = None, meta: bytes | None = None) -> str:
-    dst = dst_dir / "g.z8"
-    dst.write_bytes(data if data is not None else open(src, "rb").read())
-    dst.with_suffix(".json").write_bytes(
-        meta if meta is not None else open(src.replace(".z8", ".json"), "rb").read()
-    )
+    src_path, dst = Path(src), dst_dir / "g.z8"
+    dst.write_bytes(data if data is not None else src_path.read_bytes())
+    meta = meta if meta is not None else src_path.with_suffix(".json").read_bytes()
+    dst.with_suffix(".json").write_bytes(meta)
     return str(dst)
 
 
 def test_corrupt_game_files_are_caught_before_the_interpreter(tmp_path, cooking_game):
-    raw = open(cooking_game, "rb").read()
+    raw = Path(cooking_game).read_bytes()
     rng = random.Random(0)
     cases = {
         "random bytes": bytes(rng.randrange(256) for _ in range(4096)),
@@ -209,7 +219,9 @@ def test_restored_env_equals_a_fresh_replay_of_the_action_path(cooking_game):
             assert env.step(cmd) == fresh.step(cmd)
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(data=st.data(), seed=st.integers(0, 10_000), replay=st.booleans())
 def test_property_random_walks_and_snapshot_depths(cooking_game, data, seed, replay):
     env = _shared_env(cooking_game)

@@ -21,7 +21,7 @@ DEFAULT_DEMO_GAME = "tw-cooking:recipe=2,take=1,go=6,seed=7"
 
 
 def _fail(message: str, code: int = 2) -> None:
-    err_console.print(f"[red]error:[/] {message}", highlight=False)
+    err_console.print(f"[red]error:[/] {message}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -53,14 +53,17 @@ def envs_command() -> None:
         table.add_row(entry.id, entry.source, entry.entry_point, entry.description)
     console.print(table)
     for name, error in plugin_errors().items():
-        err_console.print(f"[yellow]plugin {name} failed to load:[/] {error}", highlight=False)
+        err_console.print(
+            f"[yellow]plugin {name} failed to load:[/] {error}", highlight=False, soft_wrap=True
+        )
 
 
 @app.command("check")
 def check_command(
     env_id: Annotated[str, typer.Argument(help="Registered env id, e.g. treegym/TextWorld-v0.")],
     kwarg: Annotated[
-        list[str], typer.Option("--kwarg", "-k", help="Constructor argument key=value (repeatable).")
+        list[str],
+        typer.Option("--kwarg", "-k", help="Constructor argument key=value (repeatable)."),
     ] = [],  # noqa: B006 - typer needs a literal default
     seed: Annotated[int, typer.Option(help="Seed of the checked trajectories.")] = 0,
     trials: Annotated[int, typer.Option(help="Random snapshot depths per check.")] = 3,
@@ -74,7 +77,12 @@ def check_command(
 
     try:
         report = check_env(
-            env_id, seed=seed, trials=trials, horizon=horizon, env_kwargs=_parse_kwargs(kwarg), skip=skip
+            env_id,
+            seed=seed,
+            trials=trials,
+            horizon=horizon,
+            env_kwargs=_parse_kwargs(kwarg),
+            skip=skip,
         )
     except (gymnasium.error.Error, TextEnvError, TypeError, ValueError) as exc:
         _fail(str(exc))
@@ -92,7 +100,9 @@ def check_command(
 
 @app.command("games")
 def games_command(
-    specs: Annotated[list[str], typer.Argument(help="Generator specs, e.g. tw-cooking:recipe=2,seed=1")],
+    specs: Annotated[
+        list[str], typer.Argument(help="Generator specs, e.g. tw-cooking:recipe=2,seed=1")
+    ],
 ) -> None:
     """Make TextWorld games offline into the cache and print their paths."""
     from treegym.envs import GameGenerationError
@@ -110,7 +120,9 @@ def demo_command(
     game: Annotated[str, typer.Option(help="Game spec or .z8 path.")] = DEFAULT_DEMO_GAME,
     branch_every: Annotated[int, typer.Option(min=1, help="Fork every N trunk turns.")] = 2,
     branches: Annotated[int, typer.Option(min=1, help="Branches per fork point.")] = 2,
-    epsilon: Annotated[float, typer.Option(min=0.0, max=1.0, help="Noise of the scripted expert.")] = 0.3,
+    epsilon: Annotated[
+        float, typer.Option(min=0.0, max=1.0, help="Noise of the scripted expert.")
+    ] = 0.3,
     seed: Annotated[int, typer.Option(help="Seed of env and policy.")] = 0,
 ) -> None:
     """Generate a TextWorld game and play it as a tree through snapshot/restore forks."""
@@ -119,7 +131,9 @@ def demo_command(
 
     with console.status(f"making and playing {game} …"):
         try:
-            result = run_demo(game, branch_every=branch_every, branches=branches, epsilon=epsilon, seed=seed)
+            result = run_demo(
+                game, branch_every=branch_every, branches=branches, epsilon=epsilon, seed=seed
+            )
         except TextEnvError as exc:
             _fail(str(exc))
     render(result, console)

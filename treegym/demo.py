@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from treegym.envs import TextEnv, make
+from treegym.envs import make
 
 
 @dataclass
@@ -55,7 +55,12 @@ def noisy_expert(info: dict[str, Any], rng: random.Random, epsilon: float) -> st
 
 
 def run_demo(
-    game: str, *, branch_every: int = 2, branches: int = 2, epsilon: float = 0.3, seed: int = 0,
+    game: str,
+    *,
+    branch_every: int = 2,
+    branches: int = 2,
+    epsilon: float = 0.3,
+    seed: int = 0,
     max_steps: int = 40,
 ) -> DemoResult:
     t_wall = time.perf_counter()
@@ -137,13 +142,21 @@ def render(result: DemoResult, console: Any) -> None:
     leaves = [trunk, *result.branches]
     table = Table(title="what it cost", show_header=False)
     table.add_row("trajectories (leaves)", str(len(leaves)))
-    table.add_row("won / lost / truncated", " / ".join(
-        str(sum(b.outcome == k for b in leaves)) for k in ("won", "lost", "truncated")))
+    table.add_row(
+        "won / lost / truncated",
+        " / ".join(str(sum(b.outcome == k for b in leaves)) for k in ("won", "lost", "truncated")),
+    )
     table.add_row("env steps taken", str(result.env_steps))
     table.add_row("steps a chain would add replaying prefixes", str(result.replay_steps_avoided))
     step_ms = 1000 * result.step_s / max(1, result.env_steps - len(trunk.actions))
     table.add_row("mean step", f"{step_ms:.2f} ms")
-    table.add_row("snapshots", f"{result.snapshots} × {1000 * result.snapshot_s / max(1, result.snapshots):.3f} ms")
-    table.add_row("restores (in place)", f"{result.restores} × {1000 * result.restore_s / max(1, result.restores):.3f} ms")
+    table.add_row(
+        "snapshots",
+        f"{result.snapshots} × {1000 * result.snapshot_s / max(1, result.snapshots):.3f} ms",
+    )
+    table.add_row(
+        "restores (in place)",
+        f"{result.restores} × {1000 * result.restore_s / max(1, result.restores):.3f} ms",
+    )
     table.add_row("wall time (incl. game load)", f"{result.wall_s:.2f} s")
     console.print(table)
