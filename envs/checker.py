@@ -311,23 +311,16 @@ class _Context:
             expected = self.reference[depth:]
             self.at_depth(env, depth)
             snap = env.snapshot()
-            fork = env.fork()
-            self._twins.append(fork)
-            play(fork, self.alternative_actions(depth))
-            div = first_divergence(expected, play(env, self.actions(depth)), depth)
-            if div is not None:
-                return CheckResult(
-                    "", False, f"parent changed by stepping its fork (depth {depth})", div
-                )
-            env.restore(snap)
-            fork = env.fork()
-            self._twins.append(fork)
-            play(env, self.alternative_actions(depth))
-            div = first_divergence(expected, play(fork, self.actions(depth)), depth)
-            if div is not None:
-                return CheckResult(
-                    "", False, f"fork changed by stepping its parent (depth {depth})", div
-                )
+            for perturbed, checked in (("fork", "parent"), ("parent", "fork")):
+                env.restore(snap)
+                fork = env.fork()
+                self._twins.append(fork)
+                roles = {"parent": env, "fork": fork}
+                play(roles[perturbed], self.alternative_actions(depth))
+                div = first_divergence(expected, play(roles[checked], self.actions(depth)), depth)
+                if div is not None:
+                    detail = f"{checked} changed by stepping its {perturbed} (depth {depth})"
+                    return CheckResult("", False, detail, div)
         return CheckResult("", True, f"{self.trials} fork pairs")
 
     def portable_snapshot(self) -> CheckResult:

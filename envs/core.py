@@ -213,11 +213,6 @@ class TextEnv(gymnasium.Env[str, str]):
     def snapshot(self) -> Snapshot:
         """Capture the current state (including ended episodes) as an immutable value."""
         episode = self._require_episode("snapshot()")
-        if episode.broken:
-            raise ResetNeededError(
-                f"cannot snapshot: the last step raised ({episode.broken}); "
-                "reset() or restore() a snapshot first"
-            )
         return Snapshot(
             env_type=self.env_type,
             fingerprint=self.fingerprint,
@@ -324,17 +319,18 @@ class TextEnv(gymnasium.Env[str, str]):
             )
 
     def _require_episode(self, what: str) -> _Episode:
+        """The current episode, unless there is none or a failed step left its state unknown."""
         if self._episode is None:
             raise ResetNeededError(f"{what} needs a running episode: call reset() or restore()")
+        if self._episode.broken:
+            raise ResetNeededError(
+                f"{what}: the previous step raised ({self._episode.broken}), so the env state "
+                "is unknown; call reset() or restore() a snapshot"
+            )
         return self._episode
 
     def _running_episode(self) -> _Episode:
         episode = self._require_episode("step()")
-        if episode.broken:
-            raise ResetNeededError(
-                f"the previous step raised ({episode.broken}), so the env state is unknown; "
-                "call reset() or restore() a snapshot"
-            )
         if episode.ended is not None:
             raise EpisodeEndedError(
                 f"the episode {episode.ended} after {len(episode.actions)} steps; "
