@@ -1,0 +1,1 @@
+"""Small assets shipped with treegym (the embedded default model under ``embedded/``)."""

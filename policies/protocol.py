@@ -1,0 +1,139 @@
+"""The policy protocol: token ids in, token ids (with logprobs) out, async and batched.
+
+One dataclass per message, every field documented, after SGLang's
+``python/sglang/srt/managers/io_struct.py`` (``GenerateReqInput``) and
+``python/sglang/srt/sampling/sampling_params.py`` (``SamplingParams``), so a request maps onto
+SGLang's native ``POST /generate`` without renaming anything that matters.
+
+Why token ids end to end: the ReAct transcript is built from the exact ids the policy produced
+plus observation ids tokenized once. Decoding a turn and re-encoding it can yield different ids
+(BPE merges across the boundary), which silently breaks the logprob/loss-mask alignment a
+trainer relies on.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class PolicyError(RuntimeError):
+    """A policy could not produce a result (server unreachable, malformed answer, …)."""
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """How to sample one continuation (names and defaults as SGLang's ``SamplingParams``)."""
+
+    max_new_tokens: int = 128
+    """Upper bound of generated tokens; the result's ``finish_reason`` is ``"length"`` then."""
+    temperature: float = 1.0
+    """Softmax temperature; below 1e-6 means greedy (SGLang's convention)."""
+    top_p: float = 1.0
+    """Nucleus sampling mass."""
+    top_k: int = -1
+    """Keep the k most likely tokens; -1 disables."""
+    stop_token_ids: tuple[int, ...] = ()
+    """Token ids that end the generation (the stop token is part of ``output_ids``)."""
+    seed: int | None = None
+    """Per-request sampling seed (SGLang: ``sampling_seed``); ``None`` draws one."""
+
+    def __post_init__(self) -> None:
+        if self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        if self.temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature < 1e-6
+
+    def to_sglang(self) -> dict[str, Any]:
+        """The ``sampling_params`` dict of SGLang's ``/generate``."""
+        out: dict[str, Any] = {
+            "max_new_tokens": self.max_new_tokens,
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+            "top_k": self.top_k,
+            "stop_token_ids": list(self.stop_token_ids),
+            "skip_special_tokens": False,
+            "no_stop_trim": True,
+        }
+        if self.seed is not None:
+            out["sampling_seed"] = self.seed
+        return out
+
+    @classmethod
+    def from_sglang(cls, params: Mapping[str, Any]) -> SamplingParams:
+        """Parse a ``sampling_params`` dict (unknown SGLang keys are accepted and ignored)."""
+        return cls(
+            max_new_tokens=int(params.get("max_new_tokens", 128)),
+            temperature=float(params.get("temperature", 1.0)),
+            top_p=float(params.get("top_p", 1.0)),
+            top_k=int(params.get("top_k", -1)),
+            stop_token_ids=tuple(int(t) for t in params.get("stop_token_ids") or ()),
+            seed=params.get("sampling_seed"),
+        )
+
+
+@dataclass(frozen=True)
+class GenerateRequest:
+    """One prompt to continue."""
+
+    input_ids: tuple[int, ...]
+    """The whole prompt as token ids (SGLang: ``input_ids``)."""
+    sampling: SamplingParams = field(default_factory=SamplingParams)
+    """How to sample (SGLang: ``sampling_params``)."""
+    rid: str | None = None
+    """Request id, echoed in the result (SGLang: ``rid``)."""
+    hints: Mapping[str, Any] | None = None
+    """Side information for scripted policies (admissible commands, expert plan). Never sent
+    to a model server; models must act from ``input_ids`` alone."""
+
+
+@dataclass(frozen=True)
+class GenerateResult:
+    """One continuation, with what the engine knows about its cost."""
+
+    output_ids: tuple[int, ...]
+    """Generated token ids, including the stop token when one matched."""
+    logprobs: tuple[float, ...]
+    """Log-probability of each generated id under the sampling distribution (temperature
+    applied, before top-p/top-k truncation); one per id (SGLang: ``output_token_logprobs``)."""
+    finish_reason: str
+    """``"stop"`` (stop token matched), ``"length"`` (``max_new_tokens`` reached) or ``"abort"``."""
+    prompt_tokens: int
+    """Prompt length as the engine counted it."""
+    cached_tokens: int
+    """Prompt tokens served from the engine's prefix cache (SGLang: ``cached_tokens``)."""
+    latency_s: float
+    """Seconds from request to result, as the engine measured it (SGLang: ``e2e_latency``)."""
+    rid: str | None = None
+    """The request's id."""
+
+    def __post_init__(self) -> None:
+        if len(self.output_ids) != len(self.logprobs):
+            raise PolicyError(
+                f"result has {len(self.output_ids)} output ids but {len(self.logprobs)} logprobs"
+            )
+
+
+class Policy(abc.ABC):
+    """Anything that turns prompts into continuations. Implementations: ``HFPolicy`` (local
+    transformers), ``SGLangPolicy`` (HTTP), ``ScriptedPolicy`` (no model)."""
+
+    @abc.abstractmethod
+    async def generate(self, requests: Sequence[GenerateRequest]) -> list[GenerateResult]:
+        """Results in request order. Send all children of a tree node in one call: engines
+        with a prefix cache then compute the shared trunk once."""
+
+    def identity(self) -> dict[str, Any]:
+        """What produced the samples (recorded in run manifests)."""
+        return {"policy": type(self).__name__}
+
+    async def aclose(self) -> None:
+        """Release connections or memory."""

@@ -1,0 +1,150 @@
+"""A real HTTP server of SGLang's native protocol subset, backed by ``HFPolicy``.
+
+``treegym serve --engine hf --model PATH`` runs it. It speaks what ``SGLangPolicy`` and
+``sglang-router`` use (field names from SGLang's ``python/sglang/srt/managers/io_struct.py``
+and ``entrypoints/http_server.py``; see ``../shared/SGLANG.md``):
+
+* ``POST /generate`` — ``input_ids`` (one list, or a list of lists for a batch) or ``text``;
+  ``sampling_params`` (dict or list); ``return_logprob``; ``rid``. Unknown keys (the router adds
+  ``model``, ``stream``, ``log_metrics``, …) are accepted. Response: ``{"text", "output_ids",
+  "meta_info": {"id", "finish_reason", "prompt_tokens", "completion_tokens", "cached_tokens",
+  "e2e_latency", "output_token_logprobs"}}``, or a list of those for a batch.
+* ``GET /health``, ``/health_generate``, ``/get_model_info`` (``/model_info``),
+  ``/get_server_info`` (``/server_info``), ``POST /flush_cache``.
+
+It binds 127.0.0.1 unless told otherwise. Streaming is not implemented (``stream: true`` is
+answered with a 400 that says so).
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from typing import Any
+
+from aiohttp import web
+
+from .hf import HFPolicy
+from .protocol import GenerateRequest, PolicyError, SamplingParams
+
+SERVER_VERSION = "treegym-hf/0.1"
+
+
+class BadRequest(ValueError):
+    """A /generate body that does not follow the protocol."""
+
+
+def parse_generate(body: Any, tokenizer: Any) -> tuple[list[GenerateRequest], bool, bool]:
+    """``(requests, is_batch, return_logprob)`` from a /generate JSON body."""
+    if not isinstance(body, dict):
+        raise BadRequest("the body must be a JSON object")
+    if body.get("stream"):
+        raise BadRequest("streaming is not supported by this server; send stream=false")
+    given = [k for k in ("text", "input_ids", "input_embeds") if body.get(k) is not None]
+    if len(given) != 1 or given[0] == "input_embeds":
+        raise BadRequest("send exactly one of 'text' or 'input_ids'")
+    if given[0] == "text":
+        texts = body["text"]
+        batch = isinstance(texts, list)
+        prompts = [tokenizer.encode(t, add_special_tokens=False) for t in (texts if batch else [texts])]
+    else:
+        ids = body["input_ids"]
+        if not isinstance(ids, list) or not ids:
+            raise BadRequest("'input_ids' must be a non-empty list of ints or of lists of ints")
+        batch = isinstance(ids[0], list)
+        prompts = ids if batch else [ids]
+    vocab = len(tokenizer)
+    for p in prompts:
+        if not p or not all(isinstance(t, int) and not isinstance(t, bool) and 0 <= t < vocab for t in p):
+            raise BadRequest(f"every prompt must be a non-empty list of token ids in [0, {vocab})")
+    params = body.get("sampling_params") or {}
+    params_list = params if isinstance(params, list) else [params] * len(prompts)
+    if len(params_list) != len(prompts):
+        raise BadRequest(f"{len(params_list)} sampling_params for {len(prompts)} prompts")
+    rids = body.get("rid")
+    rid_list = rids if isinstance(rids, list) else (
+        [f"{rids}_{i}" for i in range(len(prompts))] if batch and rids else [rids] * len(prompts)
+    )
+    try:
+        sampling = [SamplingParams.from_sglang(p) for p in params_list]
+    except (TypeError, ValueError) as exc:
+        raise BadRequest(f"bad sampling_params: {exc}") from None
+    requests = [
+        GenerateRequest(tuple(p), s, rid=r) for p, s, r in zip(prompts, sampling, rid_list, strict=True)
+    ]
+    return requests, batch, bool(body.get("return_logprob"))
+
+
+def make_app(policy: HFPolicy) -> web.Application:
+    """The aiohttp application serving ``policy``."""
+    counter = itertools.count()
+    app = web.Application(client_max_size=64 << 20)
+
+    async def health(_: web.Request) -> web.Response:
+        return web.Response(text="")
+
+    async def health_generate(_: web.Request) -> web.Response:
+        await policy.generate([GenerateRequest((0,), SamplingParams(max_new_tokens=1))])
+        return web.Response(text="")
+
+    async def model_info(_: web.Request) -> web.Response:
+        return web.json_response({
+            "model_path": str(policy.model_path), "tokenizer_path": str(policy.model_path),
+            "is_generation": True,
+        })  # fmt: skip
+
+    async def server_info(_: web.Request) -> web.Response:
+        return web.json_response({
+            "version": SERVER_VERSION, "model_path": str(policy.model_path),
+            "disable_radix_cache": policy.cache.max_bytes == 0,
+            "context_length": policy.context_length,
+            "prefix_cache_entries": len(policy.cache), "prefix_cache_bytes": policy.cache.nbytes,
+        })  # fmt: skip
+
+    async def flush_cache(_: web.Request) -> web.Response:
+        policy.cache.clear()
+        return web.Response(text="Cache flushed.")
+
+    async def generate(request: web.Request) -> web.Response:
+        t0 = time.perf_counter()
+        try:
+            body = await request.json()
+            reqs, batch, want_logprob = parse_generate(body, policy.tokenizer)
+            results = await policy.generate(reqs)
+        except (BadRequest, PolicyError, ValueError) as exc:
+            return web.json_response({"error": {"message": str(exc)}}, status=400)
+        items = []
+        for req, res in zip(reqs, results, strict=True):
+            finish: dict[str, Any] = (
+                {"type": "stop", "matched": res.output_ids[-1]}
+                if res.finish_reason == "stop"
+                else {"type": "length", "length": len(res.output_ids)}
+            )
+            meta: dict[str, Any] = {
+                "id": req.rid or f"treegym-{next(counter)}",
+                "finish_reason": finish,
+                "prompt_tokens": res.prompt_tokens,
+                "completion_tokens": len(res.output_ids),
+                "cached_tokens": res.cached_tokens,
+                "e2e_latency": time.perf_counter() - t0,
+            }
+            if want_logprob:
+                meta["output_token_logprobs"] = [
+                    [lp, tok, None] for lp, tok in zip(res.logprobs, res.output_ids, strict=True)
+                ]
+            items.append({
+                "text": policy.tokenizer.decode(list(res.output_ids), skip_special_tokens=False),
+                "output_ids": list(res.output_ids),
+                "meta_info": meta,
+            })  # fmt: skip
+        return web.json_response(items if batch else items[0])
+
+    app.router.add_route("*", "/health", health)
+    app.router.add_route("*", "/health_generate", health_generate)
+    for path in ("/get_model_info", "/model_info"):
+        app.router.add_get(path, model_info)
+    for path in ("/get_server_info", "/server_info"):
+        app.router.add_get(path, server_info)
+    app.router.add_post("/flush_cache", flush_cache)
+    app.router.add_post("/generate", generate)
+    return app
