@@ -189,6 +189,16 @@ def first_divergence(
     return None
 
 
+def _snapshot_mismatch(expected: Snapshot, got: Snapshot, depth: int) -> Divergence | None:
+    """A restored env must snapshot to the same recipe and digest it was restored from."""
+    for name in ("actions", "ended", "rng_state", "state_digest", "fingerprint"):
+        if getattr(expected, name) != getattr(got, name):
+            return Divergence(
+                depth, f"snapshot.{name}", getattr(expected, name), getattr(got, name)
+            )
+    return None
+
+
 def _play_portable(recipe: EnvRecipe, data: bytes, actions: list[str]) -> list[StepRecord]:
     """Child-process side of ``portable_snapshot``."""
     env = recipe.build()
@@ -272,14 +282,13 @@ class _Context:
 
     def determinism(self) -> CheckResult:
         other = self.twin()
-        obs, _ = other.reset(seed=self.seed)
-        if obs != self.reset_obs:
-            return CheckResult(
-                "",
-                False,
-                "reset observations differ for the same seed",
-                Divergence(0, "obs", self.reset_obs, obs),
-            )
+        obs, info = other.reset(seed=self.seed)
+        first = StepRecord("", self.reset_obs, 0.0, False, False, _jsonable(self.reset_info))
+        div = first_divergence(
+            [first], [StepRecord("", obs, 0.0, False, False, _jsonable(info))], -1
+        )
+        if div is not None:
+            return CheckResult("", False, "reset differs for the same seed", div)
         div = first_divergence(self.reference, play(other, self.actions()))
         return CheckResult("", div is None, f"{len(self.reference)} steps, seed {self.seed}", div)
 
@@ -298,6 +307,9 @@ class _Context:
                 ("replay", snap.replay_only()),
             ):
                 env.restore(s)
+                mismatch = _snapshot_mismatch(snap, env.snapshot(), depth)
+                if mismatch is not None:
+                    return CheckResult("", False, f"{label} restore at depth {depth}", mismatch)
                 div = first_divergence(expected, play(env, self.actions(depth)), depth)
                 if div is not None:
                     return CheckResult("", False, f"{label} restore at depth {depth}", div)

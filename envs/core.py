@@ -99,6 +99,10 @@ class TextEnv(gymnasium.Env[str, str]):
       and normalised; truncation is added by the base class.
     * ``_get_native() -> Any`` / ``_set_native(native)`` — optional fast in-process state
       copy. The default ``None`` makes replay-only snapshots.
+    * ``_state_digest(native) -> str | None`` — a short hash of the state that randomness or
+      game logic outside ``np_random`` lives in (an interpreter's memory); replays must
+      reproduce it, so nondeterminism there is detected instead of silently diverging.
+    * ``_select_task(options)`` — load the task of ``options`` (envs whose tasks are files).
     * ``_fingerprint_parts() -> dict`` — what makes two envs interchangeable for a snapshot
       (game content hash, options that change observations). Defaults to the constructor
       arguments.
@@ -146,6 +150,12 @@ class TextEnv(gymnasium.Env[str, str]):
     def _set_native(self, native: Any) -> None:
         raise NotImplementedError(f"{type(self).__name__} makes replay-only snapshots")
 
+    def _state_digest(self, native: Any) -> str | None:
+        return None
+
+    def _select_task(self, options: dict[str, Any]) -> None:
+        """Load the task ``options`` names without starting an episode (envs with tasks)."""
+
     def _fingerprint_parts(self) -> dict[str, Any]:
         return {"args": self.recipe.args, "kwargs": self.recipe.kwargs}
 
@@ -173,7 +183,7 @@ class TextEnv(gymnasium.Env[str, str]):
         action = self._validate_action(action)
         try:
             obs, reward, terminated, info = self._step(action)
-        except Exception as exc:
+        except BaseException as exc:  # incl. KeyboardInterrupt: the interpreter may have moved
             episode.broken = f"{type(exc).__name__}: {exc}"
             raise
         episode.actions.append(action)
@@ -213,6 +223,7 @@ class TextEnv(gymnasium.Env[str, str]):
     def snapshot(self) -> Snapshot:
         """Capture the current state (including ended episodes) as an immutable value."""
         episode = self._require_episode("snapshot()")
+        native = self._get_native()
         return Snapshot(
             env_type=self.env_type,
             fingerprint=self.fingerprint,
@@ -221,15 +232,19 @@ class TextEnv(gymnasium.Env[str, str]):
             actions=tuple(episode.actions),
             ended=episode.ended,
             rng_state=self._np_random.bit_generator.state if self._np_random is not None else None,
-            native=self._get_native(),
+            state_digest=self._state_digest(native),
+            native=native,
         )
 
     def restore(self, snapshot: Snapshot | bytes) -> None:
         """Put the env back exactly at ``snapshot`` (a ``Snapshot`` or its portable bytes).
 
-        Native snapshots restore in place from their state copy; replay-only and portable
-        ones restore by resetting with the recorded seed and options and replaying the
-        actions, then verifying the RNG state matches (else :class:`ReplayDivergenceError`).
+        Native snapshots restore in place from their state copy (switching to the snapshot's
+        task first if it is another one); replay-only and portable ones restore by resetting
+        with the recorded seed and options and replaying the actions, then verifying the RNG
+        state and the env's state digest match (else :class:`ReplayDivergenceError`). A native
+        snapshot refused for a mismatch leaves the running episode untouched unless its task
+        had to be loaded to find out.
         """
         if isinstance(snapshot, (bytes, bytearray, memoryview)):
             snapshot = Snapshot.from_portable(bytes(snapshot))
@@ -242,11 +257,22 @@ class TextEnv(gymnasium.Env[str, str]):
                 f"snapshot was taken in a {snapshot.env_type} env; this env is a {self.env_type}. "
                 "Restore it into an env of the same type."
             )
-        self._episode = None
+        if self.max_episode_steps is not None and snapshot.depth > self.max_episode_steps:
+            raise SnapshotMismatchError(
+                f"snapshot is {snapshot.depth} steps deep but this env truncates episodes at "
+                f"{self.max_episode_steps} steps: it was made with another max_episode_steps"
+            )
         if snapshot.native is not None:
-            self._check_fingerprint(snapshot)
+            before = self.fingerprint
+            if snapshot.fingerprint != before:
+                self._select_task(json.loads(snapshot.options))
+                if self.fingerprint != before:
+                    self._episode = None  # another task is loaded: the old episode is gone
+                self._check_fingerprint(snapshot)
+            self._episode = None
             self._set_native(snapshot.native)
         else:
+            self._episode = None
             self._replay(snapshot)
         if snapshot.rng_state is not None:
             self.np_random.bit_generator.state = snapshot.rng_state
@@ -317,6 +343,14 @@ class TextEnv(gymnasium.Env[str, str]):
                 f"replay of {n} actions left the env's RNG in a different state than recorded: "
                 "the env draws randomness outside self.np_random or is not deterministic"
             )
+        if snapshot.state_digest is not None:
+            digest = self._state_digest(self._get_native())
+            if digest != snapshot.state_digest:
+                raise ReplayDivergenceError(
+                    f"replay of {n} actions reached state {digest}, not the recorded "
+                    f"{snapshot.state_digest}: the env is not deterministic for seed "
+                    f"{snapshot.seed}"
+                )
 
     def _require_episode(self, what: str) -> _Episode:
         """The current episode, unless there is none or a failed step left its state unknown."""

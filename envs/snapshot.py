@@ -50,6 +50,8 @@ class Snapshot:
     """``"terminated"``/``"truncated"`` if the episode is over at this point, else ``None``."""
     rng_state: dict[str, Any] | None
     """State of the env's ``np_random`` bit generator (``None`` if the env never used it)."""
+    state_digest: str | None = None
+    """Hash of the env's own state (e.g. interpreter memory) that a replay must reproduce."""
     native: Any = field(default=None, repr=False)
     """Environment-specific in-process state handle, or ``None`` for a replay-only snapshot."""
 
@@ -78,6 +80,7 @@ class Snapshot:
                 "actions": list(self.actions),
                 "ended": self.ended,
                 "rng_state": self.rng_state,
+                "state_digest": self.state_digest,
             },
             separators=(",", ":"),
             ensure_ascii=False,
@@ -127,6 +130,7 @@ def _validated_fields(obj: Any) -> dict[str, Any]:
         "actions": (list,),
         "ended": (str, type(None)),
         "rng_state": (dict, type(None)),
+        "state_digest": (str, type(None)),
     }
     if not isinstance(obj, dict):
         raise CorruptSnapshotError("portable snapshot payload is not a JSON object")
@@ -145,4 +149,14 @@ def _validated_fields(obj: Any) -> dict[str, Any]:
         raise CorruptSnapshotError("portable snapshot field 'actions' must hold strings only")
     if obj["ended"] not in (None, "terminated", "truncated"):
         raise CorruptSnapshotError(f"portable snapshot field 'ended' is {obj['ended']!r}")
+    if obj["ended"] is not None and not obj["actions"]:
+        raise CorruptSnapshotError("portable snapshot says the episode ended before any step")
+    if obj["seed"] < 0:
+        raise CorruptSnapshotError(f"portable snapshot seed is negative ({obj['seed']})")
+    try:
+        options = json.loads(obj["options"])
+    except json.JSONDecodeError:
+        options = None
+    if not isinstance(options, dict):
+        raise CorruptSnapshotError("portable snapshot field 'options' is not a JSON object")
     return {**obj, "actions": tuple(obj["actions"])}

@@ -41,6 +41,17 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\\]")
 _Z_VERSIONS = range(1, 9)
 _Z_LENGTH_SCALE = {1: 2, 2: 2, 3: 2, 4: 4, 5: 4, 6: 8, 7: 8, 8: 8}
 _VALIDATED: dict[tuple[str, int, int], str] = {}
+#: Jericho's input buffer, in UTF-8 bytes; longer commands are cut (at a character boundary).
+_INPUT_BYTES = 198
+#: Interpreter meta-commands that act outside the tracked game state: saving and restoring go
+#: through files in the working directory (shared by every branch), restart/undo rewind the
+#: Z-machine behind TextWorld's tracker, and ``tw-*`` toggle TextWorld's own instrumentation.
+#: The env answers them itself and leaves the game untouched.
+META_COMMANDS = frozenset(
+    {"save", "restore", "restart", "undo", "oops", "quit", "q", "script", "unscript"}
+    | {"noscript", "transcript", "verify", "recording", "replay"}
+)
+META_ANSWER = "[That command controls the interpreter, not the game, and is disabled here.]"
 
 
 def resolve_game(task: Any) -> Path:
@@ -170,7 +181,13 @@ class TextWorldEnv(TextEnv):
         return f"game {self._game_path} (sha {self._game_sha})"
 
     def _normalize_action(self, action: str) -> str:
-        return " ".join(_CONTROL.sub(" ", action).split())
+        text = " ".join(_CONTROL.sub(" ", action).split())
+        # Lone surrogates cannot be encoded; cut to the interpreter's buffer on a char boundary.
+        raw = text.encode("utf-8", "replace")[:_INPUT_BYTES]
+        return raw.decode("utf-8", "ignore").strip()
+
+    def _select_task(self, options: dict[str, Any]) -> None:
+        self._load(options.get("task", self.default_task))
 
     def _reset(self, seed: int, options: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         self._load(options.get("task", self.default_task))
@@ -182,6 +199,9 @@ class TextWorldEnv(TextEnv):
         return state["feedback"], self._info(state)
 
     def _step(self, action: str) -> tuple[str, float, bool, dict[str, Any]]:
+        verb = action.split(" ", 1)[0].lower()
+        if verb in META_COMMANDS or verb.startswith("tw-"):
+            return META_ANSWER, 0.0, False, self._info(self._layers.tracking.state)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # Jericho warns when it truncates long input
             state, _, _ = self._env.step(action)
@@ -197,9 +217,14 @@ class TextWorldEnv(TextEnv):
     def _get_native(self) -> textworld_state.TextWorldNative:
         return textworld_state.capture(self._layers, self._score)
 
+    def _state_digest(self, native: textworld_state.TextWorldNative) -> str:
+        return textworld_state.digest(native)
+
     def _set_native(self, native: textworld_state.TextWorldNative) -> None:
         if not isinstance(native, textworld_state.TextWorldNative):
             raise TypeError(f"not a TextWorld native snapshot: {type(native).__name__}")
+        if self._env is None:  # closed: load the game again
+            self._load(self._game_path)
         if not self._started:  # interpreter loaded but never started: start it once
             self._env.reset()
             self._started = True

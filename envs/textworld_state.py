@@ -18,6 +18,7 @@ was written against.
 
 from __future__ import annotations
 
+import hashlib
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
@@ -109,13 +110,35 @@ class TextWorldNative:
     score: int
 
 
+def _detached(state: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Shallow copy without the live ``GameProgression`` reference (it keeps changing)."""
+    if state is None:
+        return None
+    out = dict(state)
+    out.pop("_game_progression", None)
+    return out
+
+
+def digest(native: TextWorldNative) -> str:
+    """Hash of the Z-machine's memory, stack, registers and RNG: what a replay must reproduce
+    (the game's randomness lives there, not in the env's ``np_random``)."""
+    ram, stack, pc, sp, fp, frames, opcode, rng, narrative = native.zmachine
+    h = hashlib.blake2b(digest_size=8)
+    h.update(ram.tobytes())
+    # The stack grows down from its end; words below ``sp`` are dead and keep old garbage.
+    h.update(stack.tobytes()[2 * int(sp) :])
+    registers = (pc, sp, fp, frames, opcode, rng, narrative)
+    h.update(repr((registers, native.moves, native.score)).encode())
+    return h.hexdigest()
+
+
 def capture(layers: Layers, score: int) -> TextWorldNative:
     t, i7 = layers.tracking, layers.inform7
     _check_shared_state(layers)
     return TextWorldNative(
         zmachine=layers.jericho._jericho.get_state(),
-        state=dict(t.state),
-        prev_state=dict(i7._prev_state) if i7._prev_state is not None else None,
+        state=_detached(t.state),
+        prev_state=_detached(i7._prev_state),
         tracked_infos=tuple(i7._tracked_infos),
         last_action=t._last_action,
         previous_winning_policy=_freeze(t._previous_winning_policy),

@@ -23,12 +23,12 @@ import time
 from pathlib import Path
 
 import torch
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+from transformers import LlamaConfig, LlamaForCausalLM
 
 from treegym.envs.textworld_env import TextWorldEnv
-from treegym.policies.react import ASSISTANT, END, PAD, SPECIAL_TOKENS, SYSTEM, USER, ReActTemplate
+from treegym.policies.react import ReActTemplate
 from treegym.policies.scripted import ScriptedPolicy
+from treegym.policies.tokenizer import train_react_tokenizer
 
 
 def game_spec(seed: int) -> str:
@@ -67,25 +67,6 @@ def collect(
             out.append(pieces)
         env.close()
     return out, wins
-
-
-def train_tokenizer(texts: list[str], vocab_size: int) -> PreTrainedTokenizerFast:
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        special_tokens=list(SPECIAL_TOKENS),
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tok.train_from_iterator(texts, trainer)
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tok,
-        pad_token=PAD,
-        eos_token=END,
-        additional_special_tokens=[SYSTEM, USER, ASSISTANT],
-    )
 
 
 def encode(episodes, tokenizer, max_len: int) -> list[tuple[list[int], list[int]]]:
@@ -157,7 +138,7 @@ def main() -> None:
     print(f"{len(games)} games made in {time.time() - t0:.0f}s", flush=True)
     episodes, wins = collect(games, args.episodes_per_game, args.epsilon, args.seed)
     print(f"{len(episodes)} episodes collected ({time.time() - t0:.0f}s)", flush=True)
-    tokenizer = train_tokenizer([t for ep in episodes for t, _ in ep], args.vocab_size)
+    tokenizer = train_react_tokenizer([t for ep in episodes for t, _ in ep], args.vocab_size)
     data = encode(episodes, tokenizer, args.max_len)
     lengths = sorted(len(ids) for ids, _ in data)
     print(f"{len(data)}/{len(episodes)} episodes <= {args.max_len} tokens; median {lengths[len(lengths) // 2]}, "

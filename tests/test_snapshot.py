@@ -80,3 +80,15 @@ def test_well_checksummed_but_malformed_payloads_are_rejected():
         Snapshot.from_portable(_forge({**good, "actions": ["ok", 3]}))
     with pytest.raises(CorruptSnapshotError, match="ended"):
         Snapshot.from_portable(_forge({**good, "ended": "exploded"}))
+
+
+def test_semantically_impossible_payloads_are_rejected():
+    good = json.loads(_snap().portable().split(b"\n", 2)[2])
+    with pytest.raises(CorruptSnapshotError, match="options"):
+        Snapshot.from_portable(_forge({**good, "options": "[1]"}))
+    with pytest.raises(CorruptSnapshotError, match="options"):
+        Snapshot.from_portable(_forge({**good, "options": "{bad"}))
+    with pytest.raises(CorruptSnapshotError, match="before any step"):
+        Snapshot.from_portable(_forge({**good, "actions": [], "ended": "terminated"}))
+    with pytest.raises(CorruptSnapshotError, match="negative"):
+        Snapshot.from_portable(_forge({**good, "seed": -5}))

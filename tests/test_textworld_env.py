@@ -253,3 +253,101 @@ def _shared_env(game: str) -> TextWorldEnv:
     if game not in _ENVS:
         _ENVS[game] = TextWorldEnv(game)
     return _ENVS[game]
+
+
+# ---------------------------------------------------------------- found in review
+@pytest.mark.parametrize(
+    "cmd",
+    [
+        "save",
+        "restore",
+        "restart",
+        "undo",
+        "script",
+        "transcript",
+        "quit",
+        "tw-trace-actions",
+        "tw-extra-infos score",
+    ],
+)
+def test_interpreter_meta_commands_do_not_touch_the_game(cooking_game, tmp_path, monkeypatch, cmd):
+    monkeypatch.chdir(tmp_path)  # Frotz writes save/script files into the working directory
+    env = TextWorldEnv(cooking_game)
+    _, info = env.reset(seed=3)
+    for a in info["expert_plan"][:2]:
+        _, _, _, _, info = env.step(a)
+    before = env.snapshot()
+    obs, reward, terminated, _, after = env.step(cmd)
+    assert "disabled" in obs and reward == 0 and not terminated
+    assert after == info  # tracking untouched
+    assert env.snapshot().state_digest == before.state_digest
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("action", ["take " + "é" * 100, "look \ud800", "漢" * 80])
+def test_multibyte_and_surrogate_actions_are_cut_safely(cooking_game, action):
+    env = TextWorldEnv(cooking_game)
+    env.reset(seed=0)
+    obs, *_ = env.step(action)
+    recorded = env.snapshot().actions[-1]
+    assert isinstance(obs, str) and len(recorded.encode("utf-8")) <= 198
+    env.step("look")  # the episode is not broken
+    env.restore(env.snapshot().replay_only())  # and replays
+
+
+def test_refused_native_snapshot_leaves_the_episode_running(games):
+    a, b = TextWorldEnv(games["cooking"]), TextWorldEnv(games["simple"])
+    a.reset(seed=0)
+    b.reset(seed=1)
+    b.step("look")
+    with pytest.raises(SnapshotMismatchError):
+        b.restore(a.snapshot())
+    assert b.episode_depth == 1
+    b.step("look")
+
+
+def test_native_restore_switches_to_the_snapshots_task(games):
+    env = TextWorldEnv(games["cooking"])
+    _, info = env.reset(seed=0, options={"task": games["coin"]})
+    env.step(info["expert_plan"][0])
+    snap = env.snapshot()
+    expected = env.step("look")
+    env.reset(seed=0)  # back on the cooking game
+    env.restore(snap)  # native: loads the coin game again
+    assert env.step("look") == expected
+    fresh = TextWorldEnv(games["cooking"])
+    fresh.restore(snap)
+    assert fresh.step("look") == expected
+
+
+def test_replay_divergence_in_interpreter_state_is_detected(cooking_game):
+    import dataclasses
+
+    from treegym.envs import ReplayDivergenceError
+
+    env = TextWorldEnv(cooking_game)
+    env.reset(seed=0)
+    env.step("look")
+    forged = dataclasses.replace(env.snapshot().replay_only(), state_digest="0" * 16)
+    with pytest.raises(ReplayDivergenceError, match="not deterministic"):
+        env.restore(forged)
+
+
+def test_snapshot_deeper_than_the_step_limit_is_refused(cooking_game):
+    long_env = TextWorldEnv(cooking_game, max_episode_steps=10)
+    long_env.reset(seed=0)
+    for _ in range(5):
+        long_env.step("look")
+    short = TextWorldEnv(cooking_game, max_episode_steps=3)
+    with pytest.raises(SnapshotMismatchError, match="max_episode_steps"):
+        short.restore(long_env.snapshot().portable())
+
+
+def test_restore_after_close(cooking_game):
+    env = TextWorldEnv(cooking_game)
+    env.reset(seed=0)
+    snap = env.snapshot()
+    expected = env.step("look")
+    env.close()
+    env.restore(snap)
+    assert env.step("look") == expected
