@@ -112,19 +112,25 @@ class HFPolicy(Policy):
         results: list[GenerateResult | None] = [None] * len(requests)
         with self._lock, torch.inference_mode():
             for prompt, members in groups.items():
-                for i, res in zip(members, self._generate_group(prompt, [requests[i] for i in members]),
-                                  strict=True):
+                for i, res in zip(
+                    members,
+                    self._generate_group(prompt, [requests[i] for i in members]),
+                    strict=True,
+                ):
                     results[i] = res
         return [r for r in results if r is not None]
 
     # ------------------------------------------------------------------ internals
-    def _generate_group(self, prompt: tuple[int, ...], reqs: list[GenerateRequest]) -> list[GenerateResult]:
+    def _generate_group(
+        self, prompt: tuple[int, ...], reqs: list[GenerateRequest]
+    ) -> list[GenerateResult]:
         t0 = time.perf_counter()
         n_prompt = len(prompt)
         max_new = max(r.sampling.max_new_tokens for r in reqs)
         if n_prompt + 1 > self.context_length:
             raise PolicyError(
-                f"prompt of {n_prompt} tokens does not fit the model's context of {self.context_length}"
+                f"prompt of {n_prompt} tokens does not fit the model's context "
+                f"of {self.context_length}"
             )
         max_new = min(max_new, self.context_length - n_prompt)
         cached, kv = self.cache.lookup(prompt)
@@ -135,8 +141,9 @@ class HFPolicy(Policy):
         self.cache.insert(prompt, kv)
         n = len(reqs)
         gens = [
-            torch.Generator().manual_seed(r.sampling.seed if r.sampling.seed is not None
-                                          else self._rng.randrange(2**31))
+            torch.Generator().manual_seed(
+                r.sampling.seed if r.sampling.seed is not None else self._rng.randrange(2**31)
+            )
             for r in reqs
         ]
         kv = tuple((k.expand(n, -1, -1, -1), v.expand(n, -1, -1, -1)) for k, v in kv)
@@ -200,7 +207,9 @@ class HFPolicy(Policy):
         from transformers import DynamicCache
 
         x = torch.tensor(tokens, device=self.device).unsqueeze(1)
-        out = self.model(input_ids=x, past_key_values=DynamicCache(ddp_cache_data=kv), use_cache=True)
+        out = self.model(
+            input_ids=x, past_key_values=DynamicCache(ddp_cache_data=kv), use_cache=True
+        )
         return out.logits[:, -1], _kv_of(out.past_key_values)
 
 

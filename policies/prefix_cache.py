@@ -106,6 +106,11 @@ class PrefixKVCache:
         self.nbytes -= entry.nbytes
         node: _Node | None = entry.node
         node.entry = None
-        while node is not None and node.parent is not None and not node.children and node.entry is None:
+        while (
+            node is not None
+            and node.parent is not None
+            and not node.children
+            and node.entry is None
+        ):
             del node.parent.children[node.token]
             node = node.parent

@@ -135,5 +135,5 @@ class Policy(abc.ABC):
         """What produced the samples (recorded in run manifests)."""
         return {"policy": type(self).__name__}
 
-    async def aclose(self) -> None:
+    async def aclose(self) -> None:  # noqa: B027 - optional hook, most policies hold nothing
         """Release connections or memory."""

@@ -52,7 +52,9 @@ def tidy_observation(text: str) -> str:
     """
     lines = [ln.rstrip() for ln in text.replace("\r", "").split("\n")]
     kept = [
-        ln for ln in lines if not ((_BANNER_LINE.match(ln) and ln.strip()) or _STATUS_LINE.match(ln))
+        ln
+        for ln in lines
+        if not ((_BANNER_LINE.match(ln) and ln.strip()) or _STATUS_LINE.match(ln))
     ]
     body = "\n".join(kept).strip()
     body = re.sub(r"\s*>\s*$", "", body)
@@ -116,7 +118,9 @@ class ReActTemplate:
     def prompt_ids(self, observation: str, admissible: Sequence[str] | None = None) -> list[int]:
         return self.encode(self.prompt_text(observation, admissible))
 
-    def observation_ids(self, observation: str, admissible: Sequence[str] | None = None) -> list[int]:
+    def observation_ids(
+        self, observation: str, admissible: Sequence[str] | None = None
+    ) -> list[int]:
         return self.encode(self.observation_text(observation, admissible))
 
     def read(self, result: GenerateResult) -> Generation:
@@ -200,7 +204,9 @@ class Transcript:
     def extend_check(self, prompt: Sequence[int]) -> None:
         """Assert ``prompt`` is exactly this transcript (the guard against drift)."""
         if list(prompt) != self.ids:
-            n = next((i for i, (a, b) in enumerate(zip(prompt, self.ids)) if a != b), None)
+            n = next(
+                (i for i, (a, b) in enumerate(zip(prompt, self.ids, strict=False)) if a != b), None
+            )
             raise AssertionError(
                 f"prompt ({len(prompt)} ids) is not the transcript ({len(self.ids)} ids); "
                 f"first difference at {n if n is not None else min(len(prompt), len(self.ids))}"

@@ -46,7 +46,9 @@ def parse_generate(body: Any, tokenizer: Any) -> tuple[list[GenerateRequest], bo
     if given[0] == "text":
         texts = body["text"]
         batch = isinstance(texts, list)
-        prompts = [tokenizer.encode(t, add_special_tokens=False) for t in (texts if batch else [texts])]
+        prompts = [
+            tokenizer.encode(t, add_special_tokens=False) for t in (texts if batch else [texts])
+        ]
     else:
         ids = body["input_ids"]
         if not isinstance(ids, list) or not ids:
@@ -55,22 +57,31 @@ def parse_generate(body: Any, tokenizer: Any) -> tuple[list[GenerateRequest], bo
         prompts = ids if batch else [ids]
     vocab = len(tokenizer)
     for p in prompts:
-        if not p or not all(isinstance(t, int) and not isinstance(t, bool) and 0 <= t < vocab for t in p):
+        if not p or not all(
+            isinstance(t, int) and not isinstance(t, bool) and 0 <= t < vocab for t in p
+        ):
             raise BadRequest(f"every prompt must be a non-empty list of token ids in [0, {vocab})")
     params = body.get("sampling_params") or {}
     params_list = params if isinstance(params, list) else [params] * len(prompts)
     if len(params_list) != len(prompts):
         raise BadRequest(f"{len(params_list)} sampling_params for {len(prompts)} prompts")
     rids = body.get("rid")
-    rid_list = rids if isinstance(rids, list) else (
-        [f"{rids}_{i}" for i in range(len(prompts))] if batch and rids else [rids] * len(prompts)
+    rid_list = (
+        rids
+        if isinstance(rids, list)
+        else (
+            [f"{rids}_{i}" for i in range(len(prompts))]
+            if batch and rids
+            else [rids] * len(prompts)
+        )
     )
     try:
         sampling = [SamplingParams.from_sglang(p) for p in params_list]
     except (TypeError, ValueError) as exc:
         raise BadRequest(f"bad sampling_params: {exc}") from None
     requests = [
-        GenerateRequest(tuple(p), s, rid=r) for p, s, r in zip(prompts, sampling, rid_list, strict=True)
+        GenerateRequest(tuple(p), s, rid=r)
+        for p, s, r in zip(prompts, sampling, rid_list, strict=True)
     ]
     return requests, batch, bool(body.get("return_logprob"))
 

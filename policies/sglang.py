@@ -87,7 +87,9 @@ class SGLangPolicy(Policy):
                 f"for a batch of {len(requests)}: expected a list of {len(requests)} results"
             )
         elapsed = time.perf_counter() - t0
-        return [self._parse(item, req, elapsed) for item, req in zip(payload, requests, strict=True)]
+        return [
+            self._parse(item, req, elapsed) for item, req in zip(payload, requests, strict=True)
+        ]
 
     async def _post(self, path: str, body: dict[str, Any]) -> Any:
         last = ""
@@ -101,16 +103,25 @@ class SGLangPolicy(Policy):
                         last = f"HTTP {resp.status}: {text[:200]}"
                         continue
                     if resp.status >= 400:
-                        raise PolicyError(f"{self.url}{path} refused the request: HTTP {resp.status}: {text[:300]}")
+                        raise PolicyError(
+                            f"{self.url}{path} refused the request: "
+                            f"HTTP {resp.status}: {text[:300]}"
+                        )
                     try:
                         return await resp.json(content_type=None)
                     except ValueError:
                         raise PolicyError(
                             f"{self.url}{path} answered a body that is not JSON: {text[:120]!r}"
                         ) from None
-            except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, asyncio.TimeoutError) as exc:
+            except (
+                aiohttp.ClientConnectionError,
+                aiohttp.ClientPayloadError,
+                asyncio.TimeoutError,
+            ) as exc:
                 last = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-        raise PolicyError(f"{self.url}{path} failed after {self.retries} attempts; last error: {last}")
+        raise PolicyError(
+            f"{self.url}{path} failed after {self.retries} attempts; last error: {last}"
+        )
 
     def _parse(self, item: Any, req: GenerateRequest, elapsed: float) -> GenerateResult:
         try:
@@ -121,7 +132,9 @@ class SGLangPolicy(Policy):
             logprobs = [float(x[0]) for x in meta["output_token_logprobs"]]
             lp_ids = [int(x[1]) for x in meta["output_token_logprobs"]]
             finish = meta.get("finish_reason") or {}
-            reason = _FINISH.get(finish.get("type") if isinstance(finish, dict) else str(finish), "abort")
+            reason = _FINISH.get(
+                finish.get("type") if isinstance(finish, dict) else str(finish), "abort"
+            )
             result = GenerateResult(
                 output_ids=tuple(int(t) for t in ids),
                 logprobs=tuple(logprobs),
@@ -134,7 +147,9 @@ class SGLangPolicy(Policy):
         except (KeyError, TypeError, ValueError, IndexError, AttributeError, PolicyError) as exc:
             raise PolicyError(f"{self.url}/generate answered a malformed result: {exc!r}") from None
         if list(result.output_ids) != lp_ids:
-            raise PolicyError(f"{self.url}/generate: output_token_logprobs ids differ from output_ids")
+            raise PolicyError(
+                f"{self.url}/generate: output_token_logprobs ids differ from output_ids"
+            )
         if reason == "abort":
             raise PolicyError(f"{self.url}/generate aborted the request: {finish}")
         return result

@@ -24,7 +24,6 @@ from pathlib import Path
 
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
-
 from treegym.envs.textworld_env import TextWorldEnv
 from treegym.policies.react import ReActTemplate
 from treegym.policies.scripted import ScriptedPolicy
@@ -109,12 +108,16 @@ def collate(data, idx: list[int], pad_id: int) -> dict[str, torch.Tensor]:
         seq, mask = data[i]
         ids[row, : len(seq)] = torch.tensor(seq)
         attn[row, : len(seq)] = 1
-        labels[row, : len(seq)] = torch.tensor([t if m else -100 for t, m in zip(seq, mask, strict=True)])
+        labels[row, : len(seq)] = torch.tensor(
+            [t if m else -100 for t, m in zip(seq, mask, strict=True)]
+        )
     return {"input_ids": ids, "attention_mask": attn, "labels": labels}
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--out", type=Path, default=Path("data/embedded"))
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--train-games", type=int, default=96)
@@ -141,8 +144,12 @@ def main() -> None:
     tokenizer = train_react_tokenizer([t for ep in episodes for t, _ in ep], args.vocab_size)
     data = encode(episodes, tokenizer, args.max_len)
     lengths = sorted(len(ids) for ids, _ in data)
-    print(f"{len(data)}/{len(episodes)} episodes <= {args.max_len} tokens; median {lengths[len(lengths) // 2]}, "
-          f"max {lengths[-1]}; vocab {len(tokenizer)}", flush=True)
+    print(
+        f"{len(data)}/{len(episodes)} episodes <= {args.max_len} tokens; "
+        f"median {lengths[len(lengths) // 2]}, "
+        f"max {lengths[-1]}; vocab {len(tokenizer)}",
+        flush=True,
+    )
 
     config = LlamaConfig(
         vocab_size=len(tokenizer),
@@ -170,7 +177,11 @@ def main() -> None:
         if elapsed > budget_s:
             break
         frac = elapsed / budget_s
-        lr = args.lr * min(1.0, (step + 1) / warmup) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
+        lr = (
+            args.lr
+            * min(1.0, (step + 1) / warmup)
+            * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
+        )
         for g in opt.param_groups:
             g["lr"] = lr
         batch = collate(data, idx, tokenizer.pad_token_id)
@@ -184,8 +195,11 @@ def main() -> None:
         step += 1
         if step % 25 == 0:
             rate = seen_tokens / (time.time() - t_train)
-            print(f"step {step} loss {sum(losses[-25:]) / 25:.3f} lr {lr:.2e} {rate:.0f} tok/s "
-                  f"{elapsed / 60:.1f} min", flush=True)
+            print(
+                f"step {step} loss {sum(losses[-25:]) / 25:.3f} lr {lr:.2e} {rate:.0f} tok/s "
+                f"{elapsed / 60:.1f} min",
+                flush=True,
+            )
     args.out.mkdir(parents=True, exist_ok=True)
     model.to(torch.float16).save_pretrained(args.out, safe_serialization=True)
     tokenizer.save_pretrained(args.out)

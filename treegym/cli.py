@@ -139,5 +139,55 @@ def demo_command(
     render(result, console)
 
 
+@app.command(
+    "serve",
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+)
+def serve_command(
+    ctx: typer.Context,
+    engine: Annotated[str, typer.Option(help="'hf' (treegym's server) or 'sglang'.")] = "hf",
+    model: Annotated[str, typer.Option(help="Model folder, or 'embedded'.")] = "embedded",
+    host: Annotated[
+        str, typer.Option(help="Address to bind (loopback unless told).")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 30000,
+    cache_mb: Annotated[int, typer.Option(help="hf: prefix KV cache budget (0 disables).")] = 256,
+) -> None:
+    """Serve a model over SGLang's native /generate protocol (extra args go to SGLang)."""
+    from treegym.policies import PolicyError
+    from treegym.policies.embedded import embedded_model_path
+
+    try:
+        path = str(embedded_model_path()) if model == "embedded" else model
+    except FileNotFoundError as exc:
+        _fail(str(exc))
+    if engine == "sglang":
+        from treegym.policies.launcher import launched, sglang_command
+
+        url = f"http://{host}:{port}"
+        try:
+            with launched(sglang_command(path, host, port, ctx.args), url) as proc:
+                console.print(f"SGLang serving {path} at {url} (Ctrl-C stops it)")
+                proc.wait()
+        except PolicyError as exc:
+            _fail(str(exc))
+        return
+    if engine != "hf":
+        _fail(f"unknown engine {engine!r}; choose 'hf' or 'sglang'")
+    if ctx.args:
+        _fail(f"unexpected arguments for the hf engine: {' '.join(ctx.args)}")
+    from aiohttp import web
+
+    from treegym.policies.hf import HFPolicy
+    from treegym.policies.server import make_app
+
+    try:
+        policy = HFPolicy(path, cache_bytes=cache_mb << 20)
+    except PolicyError as exc:
+        _fail(str(exc))
+    console.print(f"treegym hf server: {path} at http://{host}:{port}")
+    web.run_app(make_app(policy), host=host, port=port, print=None)
+
+
 def main() -> None:  # pragma: no cover - console-script shim
     app()
