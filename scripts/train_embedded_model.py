@@ -24,6 +24,7 @@ from pathlib import Path
 
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
+
 from treegym.envs.textworld_env import TextWorldEnv
 from treegym.policies.react import ReActTemplate
 from treegym.policies.scripted import ScriptedPolicy

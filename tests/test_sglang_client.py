@@ -1,0 +1,207 @@
+"""SGLangPolicy against a real local server of SGLang's protocol, faults included."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import json
+
+import pytest
+from aiohttp import web
+
+from tests.policy_fixtures import free_port, serve_app, tiny_model  # noqa: F401 - fixtures
+from treegym.policies import GenerateRequest, PolicyError, SamplingParams
+from treegym.policies.hf import HFPolicy
+from treegym.policies.server import make_app
+from treegym.policies.sglang import SGLangPolicy
+
+
+def _prompt(policy: HFPolicy, text: str) -> tuple[int, ...]:
+    return tuple(policy.tokenizer.encode(text, add_special_tokens=False))
+
+
+def _requests(policy: HFPolicy, n: int = 3) -> list[GenerateRequest]:
+    prompt = _prompt(policy, "<|system|>x<|end|>\n<|user|>-= Hall =-<|end|>\n<|assistant|>")
+    return [GenerateRequest(prompt, SamplingParams(max_new_tokens=12, seed=s)) for s in range(n)]
+
+
+def test_client_matches_the_local_policy_and_reports_cached_tokens(tiny_model, serve_app):  # noqa: F811
+    server = serve_app(make_app(HFPolicy(tiny_model)))
+    local = HFPolicy(tiny_model, cache_bytes=0)
+    client = SGLangPolicy(server.url)
+    reqs = _requests(local)
+
+    async def run():
+        first = await client.generate(reqs)
+        second = await client.generate(reqs)
+        info = await client.get_json("/get_server_info")
+        await client.aclose()
+        return first, second, info
+
+    first, second, info = asyncio.run(run())
+    direct = asyncio.run(local.generate(reqs))
+    for remote, mine in zip(first, direct, strict=True):
+        assert remote.output_ids == mine.output_ids
+        assert remote.logprobs == pytest.approx(mine.logprobs, abs=1e-5)
+        assert remote.prompt_tokens == len(reqs[0].input_ids)
+    assert all(r.cached_tokens == 0 for r in first)  # a cold server computes the prompt once
+    assert all(r.cached_tokens == len(reqs[0].input_ids) - 1 for r in second)
+    assert info["prefix_cache_entries"] > 0 and info["version"].startswith("treegym-hf")
+
+
+def test_server_speaks_sglangs_body_shapes(tiny_model, serve_app):  # noqa: F811
+    policy = HFPolicy(tiny_model)
+    server = serve_app(make_app(policy))
+    ids = list(_requests(policy, 1)[0].input_ids)
+
+    async def post(body):
+        import aiohttp
+
+        async with aiohttp.ClientSession() as s, s.post(server.url + "/generate", json=body) as r:
+            return r.status, await r.json(content_type=None)
+
+    status, single = asyncio.run(post({
+        "input_ids": ids, "sampling_params": {"max_new_tokens": 4, "temperature": 0},
+        "return_logprob": True, "rid": "abc", "model": "x", "stream": False, "log_metrics": True,
+    }))  # fmt: skip
+    assert status == 200 and isinstance(single, dict) and single["meta_info"]["id"] == "abc"
+    meta = single["meta_info"]
+    assert (
+        meta["completion_tokens"] == len(single["output_ids"]) == len(meta["output_token_logprobs"])
+    )
+    assert meta["finish_reason"]["type"] in ("stop", "length")
+    status, batch = asyncio.run(
+        post({"input_ids": [ids, ids[:5]], "sampling_params": {"max_new_tokens": 2}})
+    )
+    assert status == 200 and isinstance(batch, list) and len(batch) == 2
+    assert "output_token_logprobs" not in batch[0]["meta_info"]
+    for bad, message in [
+        ({"sampling_params": {}}, "exactly one"),
+        ({"input_ids": [10**9]}, "token ids"),
+        ({"input_ids": ids, "stream": True}, "streaming"),
+        ({"input_ids": [ids, ids], "sampling_params": [{}]}, "sampling_params for 2 prompts"),
+    ]:
+        status, body = asyncio.run(post(bad))
+        assert status == 400 and message in body["error"]["message"]
+
+
+def _flaky_app(real: web.Application, failures: int, mode: str) -> tuple[web.Application, list]:
+    """Answers the first ``failures`` /generate calls with a fault, then forwards to ``real``."""
+    calls: list[str] = []
+
+    async def generate(request: web.Request) -> web.StreamResponse:
+        calls.append(mode)
+        if len(calls) <= failures:
+            if mode == "5xx":
+                return web.Response(status=503, text="overloaded")
+            if mode == "hang":
+                await asyncio.sleep(3)
+            if mode == "garbage":
+                return web.Response(text="<html>not json</html>")
+            if mode == "drop":
+                request.transport.close()
+                return web.Response(text="")
+        return await real_generate(request)
+
+    real_generate = next(
+        r.handler for r in real.router.routes() if r.resource.canonical == "/generate"
+    )
+    app = web.Application()
+    app.router.add_post("/generate", generate)
+    return app, calls
+
+
+@pytest.mark.parametrize("mode", ["5xx", "drop"])
+def test_retries_with_backoff_then_succeeds(tiny_model, serve_app, mode):  # noqa: F811
+    policy = HFPolicy(tiny_model)
+    app, calls = _flaky_app(make_app(policy), failures=2, mode=mode)
+    server = serve_app(app)
+    client = SGLangPolicy(server.url, retries=4, backoff_s=0.01)
+    results = asyncio.run(client.generate(_requests(policy, 2)))
+    asyncio.run(client.aclose())
+    assert len(results) == 2 and len(calls) == 3
+
+
+def test_gives_up_with_a_clear_error(tiny_model, serve_app):  # noqa: F811
+    policy = HFPolicy(tiny_model)
+    app, calls = _flaky_app(make_app(policy), failures=99, mode="5xx")
+    server = serve_app(app)
+    client = SGLangPolicy(server.url, retries=3, backoff_s=0.01)
+    with pytest.raises(
+        PolicyError, match=r"failed after 3 attempts; last error: HTTP 503: overloaded"
+    ):
+        asyncio.run(client.generate(_requests(policy, 1)))
+    assert len(calls) == 3
+
+
+def test_hanging_server_times_out(tiny_model, serve_app):  # noqa: F811
+    policy = HFPolicy(tiny_model)
+    app, _ = _flaky_app(make_app(policy), failures=99, mode="hang")
+    server = serve_app(app)
+    client = SGLangPolicy(server.url, retries=2, backoff_s=0.01, timeout_s=0.5)
+    with pytest.raises(PolicyError, match="TimeoutError"):
+        asyncio.run(client.generate(_requests(policy, 1)))
+
+
+def test_refused_connection_and_malformed_bodies(tiny_model, serve_app):  # noqa: F811
+    policy = HFPolicy(tiny_model)
+    dead = SGLangPolicy(f"http://127.0.0.1:{free_port()}", retries=2, backoff_s=0.01)
+    with pytest.raises(PolicyError, match=r"failed after 2 attempts; last error: ClientConnector"):
+        asyncio.run(dead.generate(_requests(policy, 1)))
+    app, calls = _flaky_app(make_app(policy), failures=99, mode="garbage")
+    server = serve_app(app)
+    client = SGLangPolicy(server.url, retries=3, backoff_s=0.01)
+    with pytest.raises(PolicyError, match="not JSON"):
+        asyncio.run(client.generate(_requests(policy, 1)))
+    assert len(calls) == 1  # a malformed answer is not retried
+
+
+def test_malformed_result_shapes_are_named(tiny_model):  # noqa: F811
+    client = SGLangPolicy("http://127.0.0.1:1")
+    req = GenerateRequest((1, 2))
+    good = {"output_ids": [5, 6], "meta_info": {"prompt_tokens": 2, "cached_tokens": 0,
+            "finish_reason": {"type": "length", "length": 2},
+            "output_token_logprobs": [[-0.1, 5, None], [-0.2, 6, None]]}}  # fmt: skip
+    assert client._parse(good, req, 0.1).output_ids == (5, 6)
+    legacy = {**good, "token_ids": good["output_ids"]}
+    del legacy["output_ids"]
+    assert client._parse(legacy, req, 0.1).logprobs == (-0.1, -0.2)
+    bad_ids = json.loads(json.dumps(good))
+    bad_ids["meta_info"]["output_token_logprobs"][1][1] = 7
+    for item, message in [
+        ({"meta_info": {}}, "malformed"),
+        (bad_ids, "ids differ"),
+        (
+            {
+                **good,
+                "meta_info": {
+                    **good["meta_info"],
+                    "finish_reason": {"type": "abort", "message": "oom"},
+                },
+            },
+            "aborted",
+        ),
+    ]:
+        with pytest.raises(PolicyError, match=message):
+            client._parse(item, req, 0.1)
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("sglang") is None,
+    reason="sglang is not installed (it cannot run on these CPU-only machines)",
+)
+def test_against_a_real_sglang_server(tiny_model):  # noqa: F811
+    from treegym.policies.launcher import launched, sglang_command
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    with launched(
+        sglang_command(str(tiny_model), "127.0.0.1", port, ["--skip-tokenizer-init"]), url
+    ):
+        client = SGLangPolicy(url)
+        policy = HFPolicy(tiny_model)
+        reqs = _requests(policy, 2)
+        first = asyncio.run(client.generate(reqs))
+        second = asyncio.run(client.generate(reqs))
+        assert all(len(r.output_ids) == len(r.logprobs) > 0 for r in first)
+        assert all(r.cached_tokens > 0 for r in second)
