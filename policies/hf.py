@@ -5,8 +5,8 @@ prefilled once — from the longest cached prefix on — its KV is expanded to t
 the continuations are decoded together, one sampled token per row and step, each row with its
 own seeded generator. The KV of every prompt and of every finished generation goes into the
 :class:`PrefixKVCache`, so the next turn (prompt + generation + observation) only computes the
-observation's tokens. ``cached_tokens`` reports the prompt tokens served from the cache, as
-SGLang does.
+observation's tokens. ``cached_tokens`` reports the prompt tokens a request did not compute:
+the cache hit for the first request of a group, the whole prompt for its siblings.
 
 Generation runs in a worker thread (one at a time: the model is not re-entrant) so the event
 loop keeps serving env steps and other requests.
@@ -187,7 +187,9 @@ class HFPolicy(Policy):
                 logprobs=tuple(lps[row]),
                 finish_reason=finish[row],
                 prompt_tokens=n_prompt,
-                cached_tokens=cached,
+                # The group's prompt is computed once: the first row pays for it, the others
+                # reuse it entirely (what SGLang reports for batched siblings too).
+                cached_tokens=cached if row == 0 else n_prompt,
                 latency_s=latency,
                 rid=req.rid,
             )

@@ -123,6 +123,16 @@ class ReActTemplate:
     ) -> list[int]:
         return self.encode(self.observation_text(observation, admissible))
 
+    @staticmethod
+    def next_prompt(
+        parent_ids: Sequence[int],
+        generated_ids: Sequence[int],
+        closing_ids: Sequence[int],
+        observation_ids: Sequence[int],
+    ) -> list[int]:
+        """The next request's prompt: the parent's ids and the turn's ids, never re-encoded."""
+        return [*parent_ids, *generated_ids, *closing_ids, *observation_ids]
+
     def read(self, result: GenerateResult) -> Generation:
         """Decode a result once and parse its action (before the env is stepped with it)."""
         text = self.decode(result.output_ids)

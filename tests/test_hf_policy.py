@@ -109,8 +109,10 @@ def test_children_of_a_node_share_one_prefill_and_keep_their_seeds(tiny_model): 
     for req, res in zip(reqs, batch, strict=True):
         (alone,) = asyncio.run(single.generate([req]))
         assert alone.output_ids == res.output_ids
+    assert batch[0].cached_tokens == 0  # cold: the first child computes the prompt once
+    assert all(r.cached_tokens == len(prompt) for r in batch[1:])  # siblings reuse it all
     again = asyncio.run(policy.generate(reqs))
-    assert all(r.cached_tokens == len(prompt) - 1 for r in again)
+    assert again[0].cached_tokens == len(prompt) - 1  # the last prompt token runs for logits
     assert [r.output_ids for r in again] == [r.output_ids for r in batch]
 
 

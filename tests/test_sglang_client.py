@@ -44,8 +44,9 @@ def test_client_matches_the_local_policy_and_reports_cached_tokens(tiny_model, s
         assert remote.output_ids == mine.output_ids
         assert remote.logprobs == pytest.approx(mine.logprobs, abs=1e-5)
         assert remote.prompt_tokens == len(reqs[0].input_ids)
-    assert all(r.cached_tokens == 0 for r in first)  # a cold server computes the prompt once
-    assert all(r.cached_tokens == len(reqs[0].input_ids) - 1 for r in second)
+    n = len(reqs[0].input_ids)
+    assert [r.cached_tokens for r in first] == [0, n, n]  # a cold server computes it once
+    assert [r.cached_tokens for r in second] == [n - 1, n, n]
     assert info["prefix_cache_entries"] > 0 and info["version"].startswith("treegym-hf")
 
 

@@ -1,0 +1,265 @@
+"""Env executors: where env work runs, behind one async interface.
+
+The runner never steps an env itself. It asks an executor to ``reset`` a task or to ``step``
+from a node's state handle; the executor answers with a :class:`StepOutcome` holding a new
+handle. Handles name a native snapshot kept *inside* the worker that made it, so expanding a
+node again is a restore-in-place there (no replay, no new env), and stepping from the state a
+worker is already at (the common case in a chain) needs no restore at all.
+
+* :class:`InProcessExecutor` — the worker core in this process, called from a thread (tests,
+  tiny runs).
+* :class:`ProcessExecutor` — one worker process per slot (spawned), tasks pinned to a worker so
+  their snapshots stay local; the event loop waits on pipes in threads and never blocks.
+
+Both share :class:`EnvWorkerCore`, so they behave identically.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import multiprocessing
+import time
+import traceback
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from treegym.envs import Snapshot, TextEnv, make
+
+
+class EnvWorkerError(RuntimeError):
+    """An env raised inside a worker, or the worker itself died."""
+
+
+@dataclass(frozen=True)
+class StateHandle:
+    """A node's env state: which worker holds it and under which snapshot id."""
+
+    worker: int
+    snap: int
+
+
+@dataclass
+class StepOutcome:
+    state: StateHandle
+    obs: str
+    reward: float
+    terminated: bool
+    truncated: bool
+    info: dict[str, Any]
+    env_s: float = 0.0
+    restores: int = 0
+    restore_s: float = 0.0
+    snapshot_s: float = 0.0
+
+
+@dataclass
+class EnvWorkerCore:
+    """Holds one env per task and the snapshots of every node it produced."""
+
+    env_id: str
+    env_kwargs: dict[str, Any] = field(default_factory=dict)
+    worker: int = 0
+
+    def __post_init__(self) -> None:
+        self.envs: dict[str, TextEnv] = {}
+        self.snaps: dict[int, tuple[str, Snapshot]] = {}
+        self.at: dict[str, int | None] = {}
+        self._next = 0
+
+    def _env(self, key: str) -> TextEnv:
+        if key not in self.envs:
+            self.envs[key] = make(self.env_id, **self.env_kwargs)
+            self.at[key] = None
+        return self.envs[key]
+
+    def _keep(self, key: str, env: TextEnv) -> tuple[int, float]:
+        t = time.perf_counter()
+        snap = env.snapshot()
+        self._next += 1
+        self.snaps[self._next] = (key, snap)
+        self.at[key] = self._next
+        return self._next, time.perf_counter() - t
+
+    def reset(self, key: str, seed: int, options: dict[str, Any]) -> StepOutcome:
+        env = self._env(key)
+        t = time.perf_counter()
+        obs, info = env.reset(seed=seed, options=options)
+        env_s = time.perf_counter() - t
+        snap_id, snap_s = self._keep(key, env)
+        return StepOutcome(StateHandle(self.worker, snap_id), obs, 0.0, False, False, info,
+                           env_s=env_s, snapshot_s=snap_s)  # fmt: skip
+
+    def step(self, snap_id: int, action: str) -> StepOutcome:
+        if snap_id not in self.snaps:
+            raise EnvWorkerError(f"worker {self.worker} holds no snapshot {snap_id} (released?)")
+        key, snap = self.snaps[snap_id]
+        env = self._env(key)
+        restores, restore_s = 0, 0.0
+        if self.at[key] != snap_id:
+            t = time.perf_counter()
+            self.at[key] = None  # unknown until the restore succeeds
+            env.restore(snap)
+            restore_s, restores = time.perf_counter() - t, 1
+            self.at[key] = snap_id
+        t = time.perf_counter()
+        try:
+            obs, reward, terminated, truncated, info = env.step(action)
+        except BaseException:
+            self.at[key] = None
+            raise
+        env_s = time.perf_counter() - t
+        new_id, snap_s = self._keep(key, env)
+        return StepOutcome(StateHandle(self.worker, new_id), obs, reward, terminated, truncated,
+                           info, env_s, restores, restore_s, snap_s)  # fmt: skip
+
+    def release(self, snap_ids: Sequence[int]) -> None:
+        for snap_id in snap_ids:
+            key, _ = self.snaps.pop(snap_id, (None, None))
+            if key is not None and self.at.get(key) == snap_id:
+                self.at[key] = None
+
+    def drop_task(self, key: str) -> None:
+        env = self.envs.pop(key, None)
+        self.at.pop(key, None)
+        if env is not None:
+            env.close()
+
+
+def task_key(options: dict[str, Any]) -> str:
+    return json.dumps(options, sort_keys=True)
+
+
+class EnvExecutor:
+    """Interface: ``reset``/``step``/``release``/``drop_task``/``close`` (all async)."""
+
+    n_workers: int = 1
+
+    async def reset(self, worker: int, options: dict[str, Any], seed: int) -> StepOutcome:
+        raise NotImplementedError
+
+    async def step(self, state: StateHandle, action: str) -> StepOutcome:
+        raise NotImplementedError
+
+    async def release(self, states: Sequence[StateHandle]) -> None:
+        raise NotImplementedError
+
+    async def drop_task(self, worker: int, options: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        """Stop workers."""
+
+
+class InProcessExecutor(EnvExecutor):
+    """The worker core in this process; calls run in a thread, one at a time."""
+
+    def __init__(self, env_id: str, env_kwargs: dict[str, Any] | None = None) -> None:
+        self.core = EnvWorkerCore(env_id, dict(env_kwargs or {}))
+        self._lock = asyncio.Lock()
+
+    async def _call(self, method: str, *args: Any) -> Any:
+        async with self._lock:
+            try:
+                return await asyncio.to_thread(getattr(self.core, method), *args)
+            except EnvWorkerError:
+                raise
+            except Exception as exc:
+                raise EnvWorkerError(f"{type(exc).__name__}: {exc}") from exc
+
+    async def reset(self, worker: int, options: dict[str, Any], seed: int) -> StepOutcome:
+        return await self._call("reset", task_key(options), seed, options)
+
+    async def step(self, state: StateHandle, action: str) -> StepOutcome:
+        return await self._call("step", state.snap, action)
+
+    async def release(self, states: Sequence[StateHandle]) -> None:
+        await self._call("release", [s.snap for s in states])
+
+    async def drop_task(self, worker: int, options: dict[str, Any]) -> None:
+        await self._call("drop_task", task_key(options))
+
+
+def _worker_main(conn: Any, env_id: str, env_kwargs: dict[str, Any], worker: int) -> None:
+    """Child-process loop: ``(method, args)`` in, ``("ok", result)`` or ``("err", text)`` out."""
+    core = EnvWorkerCore(env_id, env_kwargs, worker)
+    while True:
+        try:
+            msg = conn.recv()
+        except (EOFError, KeyboardInterrupt):
+            return
+        if msg is None:
+            return
+        method, args = msg
+        try:
+            conn.send(("ok", getattr(core, method)(*args)))
+        except Exception as exc:
+            conn.send(("err", f"{type(exc).__name__}: {exc}", traceback.format_exc(limit=3)))
+
+
+class _Worker:
+    def __init__(self, ctx: Any, env_id: str, env_kwargs: dict[str, Any], index: int) -> None:
+        self.index = index
+        self.conn, child = ctx.Pipe()
+        self.proc = ctx.Process(target=_worker_main, args=(child, env_id, env_kwargs, index),
+                                daemon=True, name=f"treegym-env-{index}")  # fmt: skip
+        self.proc.start()
+        child.close()
+        self.lock = asyncio.Lock()
+
+    def roundtrip(self, msg: Any) -> Any:
+        try:
+            self.conn.send(msg)
+            reply = self.conn.recv()
+        except (EOFError, BrokenPipeError, ConnectionResetError, OSError):
+            self.proc.join(1)
+            raise EnvWorkerError(
+                f"env worker {self.index} died (exit code {self.proc.exitcode})"
+            ) from None
+        if reply[0] == "err":
+            raise EnvWorkerError(reply[1])
+        return reply[1]
+
+
+class ProcessExecutor(EnvExecutor):
+    """``n_workers`` env processes; the caller pins each task to ``worker`` (its affinity)."""
+
+    def __init__(self, env_id: str, env_kwargs: dict[str, Any] | None = None, n_workers: int = 2):
+        if n_workers < 1:
+            raise ValueError(f"n_workers must be >= 1, got {n_workers}")
+        ctx = multiprocessing.get_context("spawn")
+        self.n_workers = n_workers
+        self.workers = [_Worker(ctx, env_id, dict(env_kwargs or {}), i) for i in range(n_workers)]
+
+    async def _call(self, worker: int, method: str, *args: Any) -> Any:
+        w = self.workers[worker % self.n_workers]
+        async with w.lock:
+            return await asyncio.to_thread(w.roundtrip, (method, args))
+
+    async def reset(self, worker: int, options: dict[str, Any], seed: int) -> StepOutcome:
+        return await self._call(worker, "reset", task_key(options), seed, options)
+
+    async def step(self, state: StateHandle, action: str) -> StepOutcome:
+        return await self._call(state.worker, "step", state.snap, action)
+
+    async def release(self, states: Sequence[StateHandle]) -> None:
+        by_worker: dict[int, list[int]] = {}
+        for s in states:
+            by_worker.setdefault(s.worker, []).append(s.snap)
+        for worker, snaps in by_worker.items():
+            await self._call(worker, "release", snaps)
+
+    async def drop_task(self, worker: int, options: dict[str, Any]) -> None:
+        await self._call(worker, "drop_task", task_key(options))
+
+    async def close(self) -> None:
+        for w in self.workers:
+            if w.proc.is_alive():
+                with contextlib.suppress(OSError):
+                    w.conn.send(None)
+            w.proc.join(5)
+            if w.proc.is_alive():
+                w.proc.kill()
+                w.proc.join()
