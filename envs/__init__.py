@@ -39,6 +39,10 @@ BUILTIN_ENVS = {
         "treegym.envs.textworld_env:TextWorldEnv",
         "TextWorld games (.z8 via Jericho) or generator specs made offline; native snapshots",
     ),
+    "treegym/ALFWorld-v0": (
+        "treegym.envs.alfworld_env:ALFWorldEnv",
+        "ALFWorld text games (PDDL backend, fast-downward): generated tasks or ALFWorld data",
+    ),
     "treegym/ToyRooms-v0": (
         "treegym.envs.toy:ToyRoomsEnv",
         "pure-Python key-and-chest corridor with a slippery floor (RNG); for fast tests",

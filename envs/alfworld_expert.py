@@ -1,0 +1,149 @@
+"""The expert plan of an ALFWorld position: fast-downward's plan on the goal-relevant sub-problem.
+
+TextWorld's ``PddlEnv`` asks fast-downward to replan from the current state on every step
+(``policy_commands``; ALFWorld's ``AlfredExpert(expert_type="planner")``). The library's search
+is uniform-cost, and an ALFWorld room has dozens of receptacles to open and objects to carry:
+measured on a generated kitchen, that replan costs ≈3.7 s a step (and ≈4.6 s at reset).
+
+The plan only ever touches objects of the classes the goal names (and the class constants the
+domain's actions name, such as ``SinkBasinType``), the receptacles holding them or of those
+classes, and their locations — plus, if the agent holds something else, the receptacles that
+can take it. Every other fact mentions none of these, and no action on other entities can help
+reach the goal, so an optimal plan of the sub-problem restricted to them is an optimal plan of
+the whole game. Translating and solving that sub-problem takes ≈15 ms. Plans are cached by
+fast-downward state id (a plan depends only on the state), and the game file's walkthrough,
+once checked to win, gives the plan of every state along it for free.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import weakref
+
+from .alfworld_engine import Options, PddlGame, Position, translate
+from .errors import GameFileError
+
+#: Entity types of the ALFWorld domain that are instances (filtered by relevance); every other
+#: declared name (agent1, the ``...Type`` class constants) is always kept.
+INSTANCE_TYPES = frozenset({"object", "receptacle", "location"})
+_TOKEN = re.compile(r"[^\s()]+")
+
+
+def _strip_comments(text: str) -> str:
+    return re.sub(r";[^\n]*", "", text)
+
+
+def goal_block(problem: str) -> str:
+    """The ``(:goal ...)`` s-expression of a PDDL problem."""
+    text = _strip_comments(problem)
+    start = text.lower().find("(:goal")
+    if start < 0:
+        raise GameFileError("the PDDL problem has no (:goal ...) section")
+    depth = 0
+    for i in range(start, len(text)):
+        depth += {"(": 1, ")": -1}.get(text[i], 0)
+        if depth == 0:
+            return text[start : i + 1]
+    raise GameFileError("the PDDL problem's (:goal ...) section is not closed")
+
+
+class Expert:
+    """Expert plans of one game (see the module docstring)."""
+
+    def __init__(self, game: PddlGame) -> None:
+        self.game = game
+        self.goal = goal_block(game.game.problem).lower()
+        names = game.name2type
+        domain_tokens = _TOKEN.findall(_strip_comments(game.game.domain).lower())
+        goal_tokens = _TOKEN.findall(self.goal)
+        #: Class constants the goal or the domain's actions name ("mugtype", "sinkbasintype").
+        self.key_constants = {t for t in (*goal_tokens, *domain_tokens) if t in names}
+        self._constants = sorted(n for n, t in names.items() if t not in INSTANCE_TYPES)
+        self._plans: dict[int, tuple[str, ...]] = {}
+        self.walkthrough_ok = self._adopt_walkthrough(game.game.walkthrough)
+
+    def _adopt_walkthrough(self, walkthrough: tuple[str, ...] | None) -> bool:
+        """Play the file's walkthrough; if it wins, remember the remaining plan at each state."""
+        if not walkthrough:
+            return False
+        position, remaining = self.game.initial, {}
+        for k, command in enumerate(walkthrough):
+            options = self.game.options(position)
+            choice = options.choices.get(command.strip())
+            if choice is None or options.won:
+                return False
+            remaining[position.state_id] = walkthrough[k:]
+            position, _ = self.game.apply(position, choice)
+        if not self.game.options(position).won:
+            return False
+        remaining[position.state_id] = ()
+        self._plans.update(remaining)
+        return True
+
+    def plan(self, position: Position, options: Options) -> tuple[str, ...]:
+        """Commands that reach the goal from ``position`` (empty if won or unreachable)."""
+        if options.won:
+            return ()
+        cached = self._plans.get(position.state_id)
+        if cached is None:
+            _, sas = translate(self.game.game.domain, self.subproblem(position), optimize=True)
+            plan = self.game.solve(sas)
+            cached = self._plans[position.state_id] = (
+                self.game.commands_of_plan(plan) if plan is not None else ()
+            )
+        return cached
+
+    def subproblem(self, position: Position) -> str:
+        """The PDDL problem restricted to what the goal can depend on (module docstring)."""
+        facts = [
+            f
+            for f in position.facts.facts
+            if not f.is_negation and not f.name.startswith("new-axiom@")
+        ]
+        args = [(f.name, [v.name for v in f.arguments]) for f in facts]
+        object_type = {a[0]: a[1] for n, a in args if n == "objecttype"}
+        receptacle_type = {a[0]: a[1] for n, a in args if n == "receptacletype"}
+        key = self.key_constants
+        objects = {o for o, t in object_type.items() if t in key}
+        held = {a[1] for n, a in args if n == "holds"}
+        objects |= held
+        receptacles = {r for r, t in receptacle_type.items() if t in key}
+        receptacles |= {a[1] for n, a in args if n == "inreceptacle" and a[0] in objects}
+        held_types = {object_type.get(o) for o in held}
+        containers = {a[0] for n, a in args if n == "cancontain" and a[1] in held_types}
+        receptacles |= {r for r, t in receptacle_type.items() if t in containers}
+        locations = {a[1] for n, a in args if n == "atlocation"}
+        locations |= {a[1] for n, a in args if n == "receptacleatlocation" and a[0] in receptacles}
+        locations |= {a[1] for n, a in args if n == "objectatlocation" and a[0] in objects}
+        keep = set(self._constants) | objects | receptacles | locations
+        types = self.game.name2type
+        declared = [f"{e} - {types[e]}" for e in sorted(keep)]
+        init = sorted(f"({n} {' '.join(a)})" for n, a in args if all(x in keep for x in a))
+        return "\n".join(
+            [
+                "(define (problem treegym_expert)",
+                f"(:domain {self.game.task.domain_name})",
+                "(:objects",
+                *declared,
+                ")",
+                "(:init",
+                *init,
+                ")",
+                self.goal,
+                ")",
+            ]
+        )
+
+
+_EXPERTS: weakref.WeakKeyDictionary[PddlGame, Expert] = weakref.WeakKeyDictionary()
+_EXPERTS_LOCK = threading.Lock()
+
+
+def expert_for(game: PddlGame) -> Expert:
+    """The (shared) expert of a loaded game."""
+    with _EXPERTS_LOCK:
+        expert = _EXPERTS.get(game)
+        if expert is None:
+            expert = _EXPERTS[game] = Expert(game)
+        return expert
