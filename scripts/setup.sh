@@ -10,6 +10,8 @@ if [ ! -x .venv/bin/python ]; then
 fi
 stamp=.venv/.treegym-installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+  # fast-downward-textworld's setup.py runs `python build.py`: give its build a `python`.
+  export PATH="$PWD/.venv/bin:$PATH"
   .venv/bin/python -m pip install --quiet --upgrade pip
   .venv/bin/python -m pip install --quiet -e '.[test]'
   touch "$stamp"
