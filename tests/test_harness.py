@@ -1,0 +1,268 @@
+"""The harness core: advantages on hand-built trees, sampler shapes, guards, failures, replay."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+
+import pytest
+from transformers import AutoTokenizer
+
+import treegym
+from tests.policy_fixtures import tiny_model  # noqa: F401 - fixture
+from treegym.envs.toy import ToyRoomsEnv
+from treegym.harness import (
+    ChainSampler,
+    InProcessExecutor,
+    Node,
+    PrefixDriftError,
+    ProcessExecutor,
+    Runner,
+    Task,
+    Tree,
+    TreeGRPOSampler,
+    grpo,
+    node_value,
+    node_values,
+    tree_grpo,
+)
+from treegym.policies import Policy, ReActTemplate, ScriptedPolicy
+
+
+# ---------------------------------------------------------------- hand-built trees
+def _tree(index: int, spec: list[tuple[int, float]]) -> Tree:
+    """``spec``: (parent position in creation order, reward) for each node after the root."""
+    tree = Tree("t", index, Node(0, None, 0), (1, 2, 3))
+    for parent, reward in spec:
+        tree.add_child(
+            tree.nodes[parent], reward=reward, generated_ids=(7,), action=f"a{len(tree.nodes)}"
+        )
+    return tree
+
+
+def _group():
+    # tree 0: root -> a1 -> a2 (R=1) ; a1 -> b2 (R=0)    tree 1: root -> c1 (R=1)
+    return [_tree(0, [(0, 0.0), (1, 1.0), (1, 0.0)]), _tree(1, [(0, 1.0)])]
+
+
+def test_grpo_hand_computed():
+    adv = grpo(_group())
+    std = math.sqrt(1 / 3)  # unbiased std of [1, 0, 1]
+    assert adv.estimator == "grpo"
+    assert adv.per_leaf[(0, 2)] == pytest.approx((1 - 2 / 3) / (std + 1e-6))
+    assert adv.per_leaf[(0, 3)] == pytest.approx((0 - 2 / 3) / (std + 1e-6))
+    assert adv.per_leaf[(1, 1)] == pytest.approx((1 - 2 / 3) / (std + 1e-6))
+
+
+def test_tree_grpo_hand_computed_inter_plus_intra():
+    adv = tree_grpo(_group())
+    inter = (1 - 2 / 3) / (math.sqrt(1 / 3) + 1e-6)
+    intra = 0.5 / (math.sqrt(0.5) + 1e-6)
+    assert adv.per_leaf[(0, 2)] == pytest.approx(inter + intra)
+    assert adv.per_leaf[(0, 3)] == pytest.approx(-2 * inter - intra)
+    assert adv.per_leaf[(1, 1)] == pytest.approx(inter + 1.0)  # a one-leaf tree: mean 0, std 1
+
+
+def test_node_value_hand_computed():
+    trees = _group()
+    assert node_values(trees[0]) == {3: 0.0, 2: 1.0, 1: 0.5, 0: 0.5}
+    adv = node_value(trees)
+    assert adv.per_turn[(0, 2)] == [0.0, 0.5]
+    assert adv.per_turn[(0, 3)] == [0.0, -0.5]
+    assert adv.per_turn[(1, 1)] == [0.0]
+    assert adv.per_leaf[(0, 3)] == -0.5
+
+
+def test_group_of_one_and_selected_leaves():
+    trees = _group()
+    assert grpo(trees, {0: [trees[0].nodes[3]], 1: []}).per_leaf == {(0, 3): 0.0}
+    only = {0: [], 1: [trees[1].nodes[1]]}
+    assert grpo(trees, only).per_leaf == {(1, 1): 1.0}
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda: TreeGRPOSampler(m=0), "M must be >= 1"),
+        (lambda: TreeGRPOSampler(n=0), "N must be >= 1"),
+        (lambda: TreeGRPOSampler(l=-1), "L must be >= 0"),
+        (lambda: TreeGRPOSampler(n=2, l=1, k=4), "1 \\+ N·L = 3"),
+        (lambda: ChainSampler(0), "group_size"),
+    ],
+)
+def test_invalid_sampler_parameters(make, message):
+    with pytest.raises(ValueError, match=message):
+        make()
+
+
+def test_presets_match_the_reference_and_published_settings():
+    assert TreeGRPOSampler.published().trajectories_per_task == 6
+    ref = TreeGRPOSampler.reference()
+    assert (ref.m, ref.n, ref.l, ref.k) == (4, 2, 1, 3)
+
+
+# ---------------------------------------------------------------- running samplers
+@pytest.fixture
+def template(tiny_model):  # noqa: F811
+    return ReActTemplate(AutoTokenizer.from_pretrained(tiny_model))
+
+
+def _run(template, sampler, tasks, *, env_id="treegym/ToyRooms-v0", env_kwargs=None, policy=None,
+         executor=None, **kw):  # fmt: skip
+    policy = policy or ScriptedPolicy(template, "expert", epsilon=0.5, seed=3)
+
+    async def go():
+        ex = executor or InProcessExecutor(env_id, env_kwargs)
+        runner = Runner(policy=policy, template=template, executor=ex, sampler=sampler, **kw)
+        try:
+            return sorted([r async for r in runner.run(tasks)], key=lambda r: r.task.task_id)
+        finally:
+            await ex.close()
+
+    return asyncio.run(go())
+
+
+TOY_TASKS = [Task(f"toy-{i}", {"task": i}, seed=i) for i in range(5)]
+
+
+def test_chain_shape(template):
+    results = _run(template, ChainSampler(3), TOY_TASKS)
+    for res in results:
+        assert res.error is None and len(res.trees) == 3
+        assert all(len(t.leaves()) == 1 for t in res.trees)
+        assert res.budget.leaves == 3 and set(res.advantages) == {"grpo", "node_value"}
+        assert all(n.depth <= 30 for t in res.trees for n in t.nodes)  # ToyRooms' step limit
+
+
+def test_tree_grpo_shape_and_selection(template):
+    sampler = TreeGRPOSampler(m=2, n=2, l=2, k=3)
+    for res in _run(template, sampler, TOY_TASKS):
+        assert res.error is None and len(res.trees) == 2
+        for tree in res.trees:
+            assert len(tree.leaves()) == 1 + 2 * 2
+            assert len(res.training[tree.index]) == 3
+            assert set(res.training[tree.index]) <= set(tree.leaves())
+        assert set(res.advantages["tree_grpo"].per_leaf) == {
+            (t.index, n.id) for t in res.trees for n in res.training[t.index]
+        }
+        assert res.budget.leaves == 6
+        assert res.budget.unique_tokens == sum(t.unique_tokens() for t in res.trees)
+
+
+def test_token_budget_is_never_exceeded(template):
+    budget = 400
+    results = _run(template, TreeGRPOSampler(m=3, n=2, l=2, k=None), TOY_TASKS, token_budget=budget)
+    for res in results:
+        assert res.budget.generated_tokens <= budget
+    stopped = [n for r in results for t in r.trees for n in t.nodes if n.ended == "budget"]
+    assert stopped, "the budget was large enough to never bind: test proves nothing"
+
+
+def test_context_guard_stops_branches(template):
+    results = _run(template, ChainSampler(2), TOY_TASKS[:2], context_length=400)
+    ended = {n.ended for r in results for t in r.trees for n in t.leaves()}
+    assert "context" in ended
+    for r in results:
+        for t in r.trees:
+            assert all(len(t.input_ids(n)) <= 400 for n in t.nodes)
+
+
+def test_every_node_equals_a_fresh_replay_of_its_path(template):
+    results = _run(template, TreeGRPOSampler(m=2, n=3, l=2, k=None), TOY_TASKS[:3],
+                   env_kwargs={"slip_prob": 0.4})  # fmt: skip
+    fresh = ToyRoomsEnv(slip_prob=0.4)
+    checked = 0
+    for res in results:
+        for tree in res.trees:
+            for node in tree.nodes[1:]:
+                fresh.reset(seed=res.task.seed, options=res.task.options)
+                for earlier in tree.path(node)[:-1]:
+                    fresh.step(earlier.action)
+                obs, reward, _, _, info = fresh.step(node.action)
+                assert (obs, reward, info) == (node.observation, node.reward, node.info)
+                checked += 1
+    assert checked > 50
+
+
+def _canonical(results):
+    return [
+        (r.task.task_id, t.index, t.actions(leaf), t.returns(leaf))
+        for r in results for t in r.trees for leaf in sorted(t.leaves(), key=t.actions)
+    ]  # fmt: skip
+
+
+def test_seeded_runs_are_reproducible_across_executors(template):
+    sampler = TreeGRPOSampler(m=2, n=2, l=1, k=3)
+    a = _run(template, sampler, TOY_TASKS[:3], concurrency=3)
+    b = _run(template, sampler, TOY_TASKS[:3], concurrency=1)
+    c = _run(template, sampler, TOY_TASKS[:3],
+             executor=ProcessExecutor("treegym/ToyRooms-v0", n_workers=2))  # fmt: skip
+    assert _canonical(a) == _canonical(b) == _canonical(c)
+    assert [r.advantages["tree_grpo"].per_leaf for r in a] == [
+        r.advantages["tree_grpo"].per_leaf for r in b
+    ]
+
+
+class Redecoding(ReActTemplate):
+    """A transcript that decodes the turn and encodes it again: the drift treegym guards."""
+
+    def next_prompt(self, parent_ids, generated_ids, closing_ids, observation_ids):
+        text = self.decode([*generated_ids, *closing_ids, *observation_ids])
+        return [*parent_ids, *self.encode(" " + text)]
+
+
+def test_exact_prefix_guard_fires_on_a_drifting_transcript(template):
+    broken = Redecoding(template.tokenizer)
+    results = _run(broken, ChainSampler(1), TOY_TASKS[:1], policy=ScriptedPolicy(broken, "random"))
+    assert results[0].error is not None and PrefixDriftError.__name__ in results[0].error
+    assert "first difference at token" in results[0].error
+
+
+class PitRaises(ToyRoomsEnv):
+    """An env bug: jumping into the pit raises instead of ending the game."""
+
+    def _step(self, action):
+        if action == "jump into pit":
+            raise RuntimeError("pit physics exploded")
+        return super()._step(action)
+
+
+def test_env_error_fails_only_its_branch(template):
+    treegym.register("tests/PitRaises-v0", "tests.test_harness:PitRaises")
+    tasks = [Task(f"toy-{i}", {"task": i}, seed=i) for i in range(12)]
+    results = _run(template, ChainSampler(4), tasks, env_id="tests/PitRaises-v0",
+                   policy=ScriptedPolicy(template, "random", seed=1))  # fmt: skip
+    failed = [n for r in results for t in r.trees for n in t.nodes if n.ended == "failed"]
+    assert failed and all("pit physics exploded" in n.error for n in failed)
+    assert all(r.error is None for r in results)
+    ok_leaves = [n for r in results for t in r.trees for n in t.leaves() if n.ended != "failed"]
+    assert ok_leaves
+    assert sum(r.budget.failed_branches for r in results) == len(failed)
+
+
+class Silent(Policy):
+    async def generate(self, requests):
+        return []
+
+
+def test_policy_returning_nothing_is_a_recorded_failure(template):
+    results = _run(template, ChainSampler(2), TOY_TASKS[:1], policy=Silent())
+    leaves = [n for t in results[0].trees for n in t.leaves()]
+    assert len(leaves) == 2 and all(n.ended == "failed" for n in leaves)
+    assert all("policy returned 0 results for 1 requests" in n.error for n in leaves)
+
+
+def test_task_that_cannot_reset_reports_its_error(template):
+    results = _run(
+        template, ChainSampler(2), [Task("bad", {"task": "castle"}, seed=0), TOY_TASKS[0]]
+    )
+    bad = next(r for r in results if r.task.task_id == "bad")
+    assert bad.error is not None and "toy-<n>" in bad.error and bad.trees == []
+    assert next(r for r in results if r.task.task_id == "toy-0").error is None
+
+
+def test_runner_rejects_bad_settings(template):
+    with pytest.raises(ValueError, match="token_budget"):
+        executor = InProcessExecutor("treegym/ToyRooms-v0")
+        Runner(policy=Silent(), template=template, executor=executor, sampler=ChainSampler(1),
+               token_budget=0)  # fmt: skip
