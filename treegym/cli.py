@@ -191,3 +191,46 @@ def serve_command(
 
 def main() -> None:  # pragma: no cover - console-script shim
     app()
+
+
+@app.command("alfworld-tasks")
+def alfworld_tasks_command(
+    out: Annotated[str, typer.Option(help="Folder to write the tasks into (ALFWorld's layout).")],
+    n: Annotated[int, typer.Option(min=1, help="Number of tasks (types in turn).")] = 100,
+    types: Annotated[
+        list[str],
+        typer.Option(help="Task type (repeatable, or comma-separated); default: all six."),
+    ] = [],  # noqa: B006 - typer needs a literal default
+    split: Annotated[
+        str, typer.Option(help="train, eval_in_distribution or eval_out_of_distribution.")
+    ] = "train",
+    seed: Annotated[int, typer.Option(help="Seed of the task set.")] = 0,
+) -> None:
+    """Generate solvable ALFWorld tasks (game.tw-pddl + walkthrough) offline; count per type."""
+    from pathlib import Path
+
+    from treegym.envs import GameGenerationError
+    from treegym.envs.alfworld_files import TASK_TYPES
+    from treegym.envs.alfworld_tasks import generate_tasks
+
+    chosen = [t.strip() for item in types for t in item.split(",") if t.strip()] or TASK_TYPES
+    with console.status(f"generating {n} ALFWorld tasks ({split}) …") as status:
+        try:
+            counts = generate_tasks(
+                Path(out),
+                n,
+                chosen,
+                split,
+                seed,
+                progress=lambda i, task: status.update(f"{i + 1}/{n}: {task.goal}"),
+            )
+        except GameGenerationError as exc:
+            _fail(str(exc))
+    table = Table(title=f"ALFWorld tasks in {Path(out) / split}")
+    table.add_column("task type")
+    table.add_column("count", justify="right")
+    for task_type in TASK_TYPES:
+        if counts[task_type]:
+            table.add_row(task_type, str(counts[task_type]))
+    table.add_row("total", str(sum(counts.values())))
+    console.print(table)
