@@ -15,6 +15,7 @@ from collections.abc import Callable
 
 from rich.console import Console
 from rich.table import Table
+
 from treegym.envs import TextEnv
 from treegym.envs.textworld_env import TextWorldEnv
 from treegym.envs.toy import ToyRoomsEnv

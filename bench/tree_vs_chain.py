@@ -24,10 +24,10 @@ from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 
-from train_embedded_model import EVAL_SEEDS, game_spec  # noqa: E402
+from train_embedded_model import EVAL_SEEDS, game_spec
 
-from treegym.envs.textworld_games import make_game  # noqa: E402
-from treegym.harness import (  # noqa: E402
+from treegym.envs.textworld_games import make_game
+from treegym.harness import (
     Budget,
     ChainSampler,
     ProcessExecutor,
@@ -36,17 +36,18 @@ from treegym.harness import (  # noqa: E402
     Task,
     TreeGRPOSampler,
 )
-from treegym.policies import ReActTemplate, SamplingParams  # noqa: E402
-from treegym.policies.embedded import embedded_model_path  # noqa: E402
-from treegym.policies.hf import HFPolicy  # noqa: E402
+from treegym.policies import ReActTemplate, SamplingParams
+from treegym.policies.embedded import embedded_model_path
+from treegym.policies.hf import HFPolicy
 
 
 async def run_arm(sampler: Sampler, tasks: list[Task], workers: int) -> Budget:
     policy = HFPolicy(embedded_model_path())
     template = ReActTemplate(policy.tokenizer)
     executor = ProcessExecutor("treegym/TextWorld-v0", {"max_episode_steps": 20}, n_workers=workers)
+    sampling = SamplingParams(max_new_tokens=48, temperature=1.0)
     runner = Runner(policy=policy, template=template, executor=executor, sampler=sampler,
-                    sampling=SamplingParams(max_new_tokens=48, temperature=1.0), concurrency=4)  # fmt: skip
+                    sampling=sampling, concurrency=4)  # fmt: skip
     total = Budget()
     loop = asyncio.get_running_loop()
     t0 = loop.time()

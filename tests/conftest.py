@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from treegym.envs.textworld_games import make_game
 
 #: One game per generator, including tw-cooking as the issue asks.
@@ -23,3 +24,12 @@ def games() -> dict[str, str]:
 @pytest.fixture(scope="session")
 def cooking_game(games: dict[str, str]) -> str:
     return games["cooking"]
+
+
+@pytest.fixture(scope="session")
+def alfworld_tasks() -> dict[str, str]:
+    """One generated ALFWorld task per task type (made once into the cache, offline)."""
+    from treegym.envs.alfworld_files import TASK_TYPES
+    from treegym.envs.alfworld_tasks import make_task
+
+    return {task_type: str(make_task(f"{task_type}:seed=1")) for task_type in TASK_TYPES}

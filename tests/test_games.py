@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from treegym.envs import GameGenerationError
 from treegym.envs.textworld_games import GameSpec, is_spec, make_game
 

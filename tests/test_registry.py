@@ -10,9 +10,9 @@ from pathlib import Path
 
 import gymnasium
 import pytest
-from treegym.envs import registered_envs
 
 import treegym
+from treegym.envs import registered_envs
 
 
 def test_builtins_are_in_gymnasiums_registry_with_their_source():

@@ -6,6 +6,7 @@ import dataclasses
 import json
 
 import pytest
+
 from treegym.envs import CorruptSnapshotError, Snapshot
 from treegym.envs.snapshot import PORTABLE_MAGIC
 

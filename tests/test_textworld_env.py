@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
+import treegym
 from treegym.envs import (
     EpisodeEndedError,
     GameFileError,
@@ -19,8 +21,6 @@ from treegym.envs import (
 )
 from treegym.envs.textworld_env import TextWorldEnv
 from treegym.envs.textworld_state import copy_progression
-
-import treegym
 
 
 @pytest.mark.slow

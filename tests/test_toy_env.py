@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
+import treegym
 from treegym.envs import (
     EpisodeEndedError,
     InvalidActionError,
@@ -15,8 +17,6 @@ from treegym.envs import (
     check_env,
 )
 from treegym.envs.toy import ToyRoomsEnv
-
-import treegym
 
 COMMANDS = [
     "go east", "go west", "take key", "unlock chest with key", "open chest", "take coin",
