@@ -46,6 +46,10 @@ from .alfworld_grammar import FastGrammar
 from .errors import GameFileError
 
 NOTHING_HAPPENS = "Nothing happens."
+#: The one-variable SAS task fast-downward's translator emits instead of a problem it has solved
+#: by itself (``translate.trivial_task``); its goal value says which way.
+_TRIVIAL_TASK = "Atom dummy(val1)\nAtom dummy(val2)"
+_UNREACHABLE_GOAL = "begin_goal\n1\n0 1\nend_goal"
 
 
 @dataclass(frozen=True, eq=False)
@@ -82,9 +86,8 @@ def translate(domain: str, problem: str, *, optimize: bool = False) -> tuple[Any
     try:
         return fast_downward.pddl2sas(domain, problem, optimize=optimize)
     except (Exception, SystemExit) as exc:
-        raise GameFileError(
-            f"fast-downward cannot translate the PDDL problem: {type(exc).__name__}: {exc}"
-        ) from None
+        detail = f"{type(exc).__name__}: {exc}" if str(exc) else "its parser rejects the text"
+        raise GameFileError(f"fast-downward cannot translate the PDDL: {detail}") from None
     finally:
         sys.argv = argv
 
@@ -141,7 +144,16 @@ class PddlGame:
         except Exception as exc:
             raise GameFileError(f"{game.path}: cannot parse the grammar: {exc}") from None
         self.logic = logic
-        self.task, sas = translate(game.domain, game.problem)
+        try:
+            self.task, sas = translate(game.domain, game.problem)
+        except GameFileError as exc:
+            raise GameFileError(f"{game.path}: {exc}") from None
+        if _TRIVIAL_TASK in sas:  # translate.trivial_task: FD decided the problem alone
+            raise GameFileError(
+                f"{game.path}: unsolvable, fast-downward's translator finds the goal unreachable"
+                if _UNREACHABLE_GOAL in sas
+                else f"{game.path}: the goal holds before any action, there is nothing to do"
+            )
         self._schemas = {a.name: a for a in self.task.actions}
         self.name2type = {o.name: o.type_name for o in self.task.objects}
         for t in self.task.types:

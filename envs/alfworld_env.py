@@ -79,7 +79,9 @@ class ALFWorldEnv(TextEnv):
         game = self._recent.get(game_file.sha) or load_game(game_file)
         expert = expert_for(game)
         initial = game.options(game.initial)
-        if not initial.won and not expert.plan(game.initial, initial):
+        if initial.won:
+            raise GameFileError(f"{game_file.path}: the goal holds at the start, nothing to do")
+        if not expert.plan(game.initial, initial):
             raise GameFileError(
                 f"{game_file.path}: unsolvable, fast-downward finds no plan from the start"
             )
