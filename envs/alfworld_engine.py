@@ -103,6 +103,10 @@ def _acquire_library() -> Any:
     with _IDLE_LOCK:
         if _IDLE_LIBRARIES:
             return _IDLE_LIBRARIES.pop()
+    return _new_library()
+
+
+def _new_library() -> Any:
     lib = fast_downward.load_lib()
     lib.get_state_id.argtypes = []
     lib.get_state_id.restype = ctypes.c_int

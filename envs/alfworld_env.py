@@ -35,6 +35,7 @@ from .alfworld_expert import expert_for
 from .alfworld_files import GAME_FILE, GameFile, read_game_file, resolve_task
 from .core import TextEnv
 from .errors import GameFileError, ResetNeededError
+from .snapshot import Snapshot
 
 DEFAULT_TASK = "pick_clean_then_place_in_recep:seed=0"
 #: Games an env keeps loaded, so switching tasks between episodes does not reload them.
@@ -127,6 +128,14 @@ class ALFWorldEnv(TextEnv):
         self._options = game.options(self._position)
         won = self._options.won
         return obs, 1.0 if won else 0.0, won, self._info()
+
+    def restore(self, snapshot: Snapshot | bytes) -> None:
+        """As ``TextEnv.restore``; a native snapshot of another task also restores in place (it
+        carries its loaded game), so a pooled env rewinds to any task's positions, no reset."""
+        native = snapshot.native if isinstance(snapshot, Snapshot) else None
+        if isinstance(native, ALFWorldNative) and snapshot.env_type == self.env_type:
+            self._use(native.game)  # then the fingerprint check compares like with like
+        super().restore(snapshot)
 
     def _get_native(self) -> ALFWorldNative:
         return ALFWorldNative(self._require_game(), self._position, self._options, self._moves)
