@@ -18,13 +18,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from train_embedded_model import EVAL_SEEDS, game_spec  # noqa: E402
+from train_embedded_model import EVAL_SEEDS, game_spec
 
-from treegym.envs.textworld_env import TextWorldEnv  # noqa: E402
-from treegym.envs.textworld_games import make_game  # noqa: E402
-from treegym.harness.episode import play_episode  # noqa: E402
-from treegym.policies import ReActTemplate, SamplingParams  # noqa: E402
-from treegym.policies.hf import HFPolicy  # noqa: E402
+from treegym.envs.textworld_env import TextWorldEnv
+from treegym.envs.textworld_games import make_game
+from treegym.harness.episode import play_episode
+from treegym.policies import ReActTemplate, SamplingParams
+from treegym.policies.hf import HFPolicy
 
 
 async def evaluate(model: Path, games: int, episodes: int, temperature: float) -> dict:
@@ -65,7 +65,9 @@ async def evaluate(model: Path, games: int, episodes: int, temperature: float) -
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--model", type=Path, default=Path("data/embedded"))
     ap.add_argument("--games", type=int, default=40)
     ap.add_argument("--episodes", type=int, default=2)
