@@ -46,6 +46,7 @@ BASIN_PARENT = {"SinkBasin": "Sink", "BathtubBasin": "Bathtub"}
 #: Instances of a missing receptacle class to add (AI2-THOR kitchens have four burners).
 MISSING_COUNT = {"StoveBurner": 4}
 GRID = 0.25  # metres per ALFRED grid step
+Loc = tuple[int, int, int, int]  # x, z (grid steps), rotation (quarter turns), camera horizon
 
 
 @dataclass(frozen=True)
@@ -69,12 +70,6 @@ class Scene:
     receptacles: tuple[Receptacle, ...]
     objects: tuple[PlacedObject, ...]
     agent_location: str
-
-    def receptacle_types(self) -> set[str]:
-        return {r.type for r in self.receptacles}
-
-    def objects_of(self, object_type: str) -> list[PlacedObject]:
-        return [o for o in self.objects if o.type == object_type]
 
 
 @functools.cache
@@ -119,11 +114,11 @@ def _make_id(object_type: str, xyz: tuple[float, float, float]) -> str:
     return f"{text}|{object_type}" if object_type in BASIN_PARENT else text
 
 
-def _location(x: float, z: float, rotation: int, horizon: int) -> tuple[int, int, int, int]:
+def _location(x: float, z: float, rotation: int, horizon: int) -> Loc:
     return round(x / GRID), round(z / GRID), (rotation // 90) % 4, horizon
 
 
-def _unique(loc: tuple[int, int, int, int], taken: set[tuple[int, int, int, int]]):
+def _unique(loc: Loc, taken: set[Loc]) -> Loc:
     x, z, r, h = loc
     while (x, z, r, h) in taken:
         h += 15  # another camera horizon at the same spot: a distinct location
@@ -131,15 +126,15 @@ def _unique(loc: tuple[int, int, int, int], taken: set[tuple[int, int, int, int]
     return x, z, r, h
 
 
-def _fmt_loc(loc: tuple[int, int, int, int]) -> str:
+def _fmt_loc(loc: Loc) -> str:
     return "loc|" + "|".join(str(v) for v in loc)
 
 
-def build_receptacles(floor_plan: int, rng: random.Random) -> tuple[list[Receptacle], set]:
+def build_receptacles(floor_plan: int, rng: random.Random) -> tuple[list[Receptacle], set[Loc]]:
     """The floor plan's receptacles, each with its own location; also the taken locations."""
     object_classes, poses = alfworld_assets.floor_plan(floor_plan)
     statics = static_receptacle_types()
-    taken: set[tuple[int, int, int, int]] = set()
+    taken: set[Loc] = set()
     receptacles: list[Receptacle] = []
     for rid in sorted(poses):
         rtype = receptacle_type_of(rid)
@@ -201,7 +196,7 @@ def place_objects(
     return placed
 
 
-def agent_start(taken: set, receptacles: list[Receptacle], rng: random.Random) -> str:
+def agent_start(taken: set[Loc], receptacles: list[Receptacle], rng: random.Random) -> str:
     """A location facing no receptacle ("You are in the middle of a room...")."""
     xs = [int(r.location.split("|")[1]) for r in receptacles]
     zs = [int(r.location.split("|")[2]) for r in receptacles]
