@@ -115,7 +115,7 @@ class ALFWorldEnv(TextEnv):
         game = self._require_game()
         self._position, self._moves = game.initial, 0
         self._options = game.options(game.initial)
-        return game.intro(), self._info()
+        return game.intro, self._info()
 
     def _step(self, action: str) -> tuple[str, float, bool, dict[str, Any]]:
         game = self._require_game()

@@ -20,6 +20,7 @@ from __future__ import annotations
 import re
 import threading
 import weakref
+from collections import OrderedDict
 
 from .alfworld_engine import Options, PddlGame, Position, translate
 from .errors import GameFileError
@@ -28,6 +29,7 @@ from .errors import GameFileError
 #: declared name (agent1, the ``...Type`` class constants) is always kept.
 INSTANCE_TYPES = frozenset({"object", "receptacle", "location"})
 _TOKEN = re.compile(r"[^\s()]+")
+PLAN_CACHE_SIZE = 100_000
 
 
 def _strip_comments(text: str) -> str:
@@ -60,38 +62,42 @@ class Expert:
         #: Class constants the goal or the domain's actions name ("mugtype", "sinkbasintype").
         self.key_constants = {t for t in (*goal_tokens, *domain_tokens) if t in names}
         self._constants = sorted(n for n, t in names.items() if t not in INSTANCE_TYPES)
-        self._plans: dict[int, tuple[str, ...]] = {}
-        self.walkthrough_ok = self._adopt_walkthrough(game.game.walkthrough)
+        #: Plans along the walkthrough: kept for good (a replan could break ties differently).
+        self._walkthrough = self._walkthrough_plans(game.game.walkthrough)
+        #: Planner results, oldest dropped first: recomputing one gives the same plan.
+        self._plans: OrderedDict[int, tuple[str, ...]] = OrderedDict()
 
-    def _adopt_walkthrough(self, walkthrough: tuple[str, ...] | None) -> bool:
-        """Play the file's walkthrough; if it wins, remember the remaining plan at each state."""
-        if not walkthrough:
-            return False
+    def _walkthrough_plans(self, walkthrough: tuple[str, ...] | None) -> dict[int, tuple[str, ...]]:
+        """Play the file's walkthrough; if it wins, the remaining plan at each of its states."""
         position, remaining = self.game.initial, {}
-        for k, command in enumerate(walkthrough):
+        for k, command in enumerate(walkthrough or ()):
             options = self.game.options(position)
             choice = options.choices.get(command.strip())
             if choice is None or options.won:
-                return False
+                return {}
             remaining[position.state_id] = walkthrough[k:]
             position, _ = self.game.apply(position, choice)
-        if not self.game.options(position).won:
-            return False
+        if not walkthrough or not self.game.options(position).won:
+            return {}
         remaining[position.state_id] = ()
-        self._plans.update(remaining)
-        return True
+        return remaining
 
     def plan(self, position: Position, options: Options) -> tuple[str, ...]:
         """Commands that reach the goal from ``position`` (empty if won or unreachable)."""
         if options.won:
             return ()
-        cached = self._plans.get(position.state_id)
+        state_id = position.state_id
+        cached = self._walkthrough.get(state_id)
+        if cached is None:
+            cached = self._plans.get(state_id)
         if cached is None:
             _, sas = translate(self.game.game.domain, self.subproblem(position), optimize=True)
             plan = self.game.solve(sas)
-            cached = self._plans[position.state_id] = (
+            cached = self._plans[state_id] = (
                 self.game.commands_of_plan(plan) if plan is not None else ()
             )
+            while len(self._plans) > PLAN_CACHE_SIZE:
+                self._plans.popitem(last=False)
         return cached
 
     def subproblem(self, position: Position) -> str:
