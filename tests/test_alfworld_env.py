@@ -170,6 +170,14 @@ def test_real_alfworld_file_loads_through_alfworld_data(tmp_path, monkeypatch):
     assert terminated and reward == 1.0 and info["won"] and info["score"] == 1
 
 
+@pytest.mark.slow
+def test_check_env_passes_on_the_real_format_file(tmp_path, monkeypatch):
+    write_game(tmp_path / TRIAL)
+    monkeypatch.setenv("ALFWORLD_DATA", str(tmp_path))  # the checker's child process too
+    report = check_env("treegym/ALFWorld-v0", env_kwargs={"task": TRIAL}, trials=2, horizon=10)
+    assert report.passed, str(report)
+
+
 def test_alfworld_data_path_and_explicit_path_are_one_code_path(tmp_path, monkeypatch):
     path = write_game(tmp_path / TRIAL)
     monkeypatch.setenv("ALFWORLD_DATA", str(tmp_path))
