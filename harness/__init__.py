@@ -8,36 +8,64 @@ from .advantages import ESTIMATORS, Advantages, grpo, node_value, node_values, t
 from .budget import Budget, task_budget
 from .episode import EpisodeResult, play_episode
 from .executor import EnvExecutor, EnvWorkerError, InProcessExecutor, ProcessExecutor, StateHandle
+from .export import ExportError, RunMismatchError, RunWriter
+from .loaders import (
+    NotARunError,
+    Run,
+    RunLoadError,
+    SchemaVersionError,
+    TorchRunDataset,
+    collate,
+    load_run,
+    to_hf_dataset,
+    verl_batch,
+    verl_batches,
+)
 from .runner import PrefixDriftError, Runner, Task, TaskContext, TaskResult
 from .samplers import SAMPLERS, ChainSampler, Sampler, TreeGRPOSampler
+from .schema import SCHEMA_VERSION
 from .tree import Node, NodeStats, Tree
 
 __all__ = [
     "ESTIMATORS",
     "SAMPLERS",
+    "SCHEMA_VERSION",
     "Advantages",
     "Budget",
     "ChainSampler",
     "EnvExecutor",
     "EnvWorkerError",
     "EpisodeResult",
+    "ExportError",
     "InProcessExecutor",
     "Node",
     "NodeStats",
+    "NotARunError",
     "PrefixDriftError",
     "ProcessExecutor",
+    "Run",
+    "RunLoadError",
+    "RunMismatchError",
+    "RunWriter",
     "Runner",
     "Sampler",
+    "SchemaVersionError",
     "StateHandle",
     "Task",
     "TaskContext",
     "TaskResult",
+    "TorchRunDataset",
     "Tree",
     "TreeGRPOSampler",
+    "collate",
     "grpo",
+    "load_run",
     "node_value",
     "node_values",
     "play_episode",
     "task_budget",
+    "to_hf_dataset",
     "tree_grpo",
+    "verl_batch",
+    "verl_batches",
 ]

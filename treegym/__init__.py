@@ -18,11 +18,29 @@ __version__ = "0.1.0"
 
 __all__ = [
     "CheckReport",
+    "RunWriter",
     "Snapshot",
     "TextEnv",
+    "TorchRunDataset",
     "__version__",
     "check_env",
+    "collate",
+    "load_run",
     "make",
     "register",
     "registered_envs",
+    "to_hf_dataset",
+    "verl_batch",
+    "verl_batches",
 ]
+
+_RUN_API = ("RunWriter", "TorchRunDataset", "collate", "load_run", "to_hf_dataset", "verl_batch",
+            "verl_batches")  # fmt: skip
+
+
+def __getattr__(name: str):
+    if name in _RUN_API:
+        from treegym import harness
+
+        return getattr(harness, name)
+    raise AttributeError(f"module 'treegym' has no attribute {name!r}")

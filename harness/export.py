@@ -1,0 +1,622 @@
+"""Streaming, crash-safe export of task results into a run folder.
+
+Layout of ``RUN/`` (columns: :mod:`~treegym.harness.schema`)::
+
+    manifest.json        format, schema version, run id, identity (config, sampler, policy,
+                         tokenizer), package versions; after finalize: rows, budget, status
+    ledger.jsonl         one line per finished task (appended and fsync'd *after* its parts)
+    parts/NNNNNN.nodes.parquet, parts/NNNNNN.samples.parquet
+                         one pair per finished task not yet compacted
+    nodes.parquet, samples.parquet
+                         compacted by finalize(): one row group per task
+
+Why this order of writes: a task counts as finished only when its ledger line is on disk, and
+that line is written after both part files were fsync'd and renamed into place. A crash (or
+Ctrl-C, or SIGKILL) at any point therefore leaves every earlier task intact and readable, and
+at most one half-written task whose parts have no ledger line — ``resume`` removes those, so a
+resumed run has no duplicates. A torn last ledger line (killed mid-append) is the same case.
+
+``finalize()`` streams the parts into ``nodes.parquet``/``samples.parquet`` with a
+``ParquetWriter`` (one part in memory at a time), writes all three final files to temporary
+names, then drops a ``FINALIZING`` marker and renames them; a crash during the renames is
+rolled forward the next time the folder is opened for writing. Parts are deleted only after.
+
+Driving it from the runner::
+
+    with RunWriter.for_runner(RUN, runner, config={"env": env_id}, resume=True) as writer:
+        todo = [t for t in tasks if t.task_id not in writer.finished]
+        async for result in runner.run(todo):
+            writer.write(result)
+    # leaving the block normally calls finalize(); an exception leaves the parts for resume
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime as _dt
+import hashlib
+import json
+import os
+import platform
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from importlib import metadata
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .advantages import ESTIMATORS, node_values
+from .budget import Budget
+from .schema import (
+    DICTIONARY_COLUMNS,
+    FORMAT,
+    NODES_SCHEMA,
+    SCHEMA_VERSION,
+    TOKEN_LEVEL_ESTIMATORS,
+    samples_schema,
+)
+from .tree import Node, Tree
+
+if TYPE_CHECKING:
+    from .runner import Runner, TaskResult
+
+MANIFEST = "manifest.json"
+LEDGER = "ledger.jsonl"
+PARTS = "parts"
+NODES = "nodes.parquet"
+SAMPLES = "samples.parquet"
+FINALIZING = "FINALIZING"
+_PACKAGES = ("treegym", "pyarrow", "pandas", "numpy", "torch", "transformers", "tokenizers",
+             "datasets", "gymnasium", "textworld")  # fmt: skip
+
+
+class ExportError(RuntimeError):
+    """A run folder cannot be written as asked (not a run, another run, a duplicate task…)."""
+
+
+class RunMismatchError(ExportError):
+    """The folder holds a run with a different identity (config, sampler, policy, tokenizer)."""
+
+
+# ---------------------------------------------------------------------- file helpers
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+def _parquet_options(schema: pa.Schema) -> dict[str, Any]:
+    return {
+        "compression": "zstd",
+        "use_dictionary": [c for c in DICTIONARY_COLUMNS if c in schema.names],
+        "write_page_checksum": True,
+        "write_statistics": ["run_id", "task_id", "tree_index", "node_id", "leaf_id"],
+    }
+
+
+def file_digest(path: Path) -> dict[str, Any]:
+    """Size and SHA-256 of a file (read in chunks): what the ledger and manifest record, so a
+    reader detects any changed byte, not only those Parquet's page checksums cover."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            h.update(chunk)
+    return {"bytes": path.stat().st_size, "sha256": h.hexdigest()}
+
+
+def _write_parquet(table: pa.Table, path: Path) -> dict[str, Any]:
+    """Write ``table`` as one row group to ``path.tmp``, fsync it, rename it to ``path``;
+    return its :func:`file_digest`."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as fh:
+        pq.write_table(table, fh, row_group_size=max(1, table.num_rows),
+                       **_parquet_options(table.schema))  # fmt: skip
+        fh.flush()
+        os.fsync(fh.fileno())
+    digest = file_digest(tmp)
+    os.replace(tmp, path)
+    return digest
+
+
+def _jsonable(value: Any) -> Any:
+    """``value`` as plain JSON data (dataclasses → dicts, tuples → lists, others → str)."""
+    return json.loads(json.dumps(value, sort_keys=True, default=_json_default))
+
+
+def _json_default(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
+    if isinstance(value, (set, frozenset)):
+        return sorted(value)
+    if hasattr(value, "item"):  # numpy scalars
+        return value.item()
+    return str(value)
+
+
+def _comparable(value: Any) -> Any:
+    """Identity without file-system locations: the same model at another path is the same."""
+    if isinstance(value, dict):
+        return {k: _comparable(v) for k, v in value.items() if "path" not in k}
+    if isinstance(value, list):
+        return [_comparable(v) for v in value]
+    return value
+
+
+def _diff_keys(a: Any, b: Any, prefix: str = "") -> list[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        out = []
+        for k in sorted(set(a) | set(b)):
+            out += _diff_keys(a.get(k), b.get(k), f"{prefix}{k}.")
+        return out
+    return [] if a == b else [prefix.rstrip(".") or "(root)"]
+
+
+# ---------------------------------------------------------------------- identities
+def tokenizer_identity(tokenizer: Any) -> dict[str, Any]:
+    """Class, vocabulary digest and special ids of a Hugging Face tokenizer."""
+    if tokenizer is None:
+        return {}
+    vocab = sorted(tokenizer.get_vocab().items())
+    digest = hashlib.sha256(json.dumps(vocab).encode()).hexdigest()[:16]
+    return {
+        "class": type(tokenizer).__name__,
+        "name_or_path": str(getattr(tokenizer, "name_or_path", "")),
+        "vocab_size": len(vocab),
+        "vocab_sha256": digest,
+        "pad_token_id": tokenizer.pad_token_id,
+        "eos_token_id": tokenizer.eos_token_id,
+    }
+
+
+def sampler_identity(sampler: Any) -> dict[str, Any]:
+    if sampler is None:
+        return {}
+    fields = dataclasses.asdict(sampler) if dataclasses.is_dataclass(sampler) else {}
+    return {"class": type(sampler).__name__, "name": getattr(sampler, "name", ""), **fields}
+
+
+def package_versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for name in _PACKAGES:
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            out[name] = metadata.version(name)
+    return out
+
+
+def runner_config(runner: Runner) -> dict[str, Any]:
+    """The settings of a runner that change what it samples (not concurrency)."""
+    t = runner.template
+    return {
+        "sampling": dataclasses.asdict(runner.sampling),
+        "context_length": runner.context_length,
+        "token_budget": runner.token_budget,
+        "seed": runner.seed,
+        "template": {
+            "class": type(t).__name__,
+            "system_prompt": t.system_prompt,
+            "show_admissible": t.show_admissible,
+            "tidy": t.tidy,
+        },
+        "executor": type(runner.executor).__name__,
+    }
+
+
+# ---------------------------------------------------------------------- rows
+def _leaves_below(tree: Tree) -> dict[int, int]:
+    counts: dict[int, int] = {}
+    for node in reversed(tree.nodes):  # children are created after their parents
+        counts[node.id] = (
+            sum(counts[c.id] for c in node.children)
+            if node.children
+            else int(node.parent is not None)
+        )
+    return counts
+
+
+def _check_turn(task_id: str, tree: Tree, node: Node) -> None:
+    if len(node.logprobs) != len(node.generated_ids):
+        raise ExportError(
+            f"task {task_id!r} tree {tree.index} node {node.id}: {len(node.generated_ids)} "
+            f"generated ids but {len(node.logprobs)} logprobs"
+        )
+
+
+def nodes_table(result: TaskResult, run_id: str) -> pa.Table:
+    """One row per node of every tree of ``result`` (schema :data:`NODES_SCHEMA`)."""
+    cols: dict[str, list[Any]] = {f.name: [] for f in NODES_SCHEMA}
+    task_id = result.task.task_id
+    for tree in result.trees:
+        values, below = node_values(tree), _leaves_below(tree)
+        training = {n.id for n in result.training.get(tree.index, [])}
+        for node in tree.nodes:
+            _check_turn(task_id, tree, node)
+            s = node.stats
+            row = {
+                "run_id": run_id, "task_id": task_id, "tree_index": tree.index,
+                "node_id": node.id, "parent_id": None if node.parent is None else node.parent.id,
+                "depth": node.depth,
+                "prompt_ids": list(tree.prompt_ids) if node.parent is None else [],
+                "generated_ids": list(node.generated_ids), "logprobs": list(node.logprobs),
+                "closing_ids": list(node.closing_ids),
+                "observation_ids": list(node.observation_ids), "action": node.action,
+                "parse_error": node.parse_error, "finish_reason": node.finish_reason,
+                "observation": node.observation,
+                "info": json.dumps(node.info, sort_keys=True, default=_json_default),
+                "reward": float(node.reward), "ended": node.ended, "error": node.error,
+                "value": values.get(node.id), "leaves_below": below[node.id],
+                "training": node.id in training, "prompt_tokens": s.prompt_tokens,
+                "cached_tokens": s.cached_tokens, "env_steps": s.env_steps,
+                "restores": s.restores, "policy_s": s.policy_s, "env_s": s.env_s,
+                "restore_s": s.restore_s, "snapshot_s": s.snapshot_s,
+            }  # fmt: skip
+            for k, v in row.items():
+                cols[k].append(v)
+    return pa.Table.from_pydict(cols, schema=NODES_SCHEMA)
+
+
+def samples_table(result: TaskResult, run_id: str, estimators: Sequence[str]) -> pa.Table:
+    """One row per training leaf of ``result`` (schema :func:`samples_schema`)."""
+    schema = samples_schema(estimators)
+    cols: dict[str, list[Any]] = {f.name: [] for f in schema}
+    task_id = result.task.task_id
+    trees = {t.index: t for t in result.trees}
+    for index in sorted(result.training):
+        tree = trees[index]
+        for leaf in result.training[index]:
+            path = tree.path(leaf)
+            response: list[int] = []
+            mask: list[int] = []
+            logprobs: list[float] = []
+            offsets: list[int] = []
+            for turn in path:
+                _check_turn(task_id, tree, turn)
+                offsets.append(len(response))
+                tail = len(turn.closing_ids) + len(turn.observation_ids)
+                response += turn.turn_ids
+                mask += [1] * len(turn.generated_ids) + [0] * tail
+                logprobs += [*turn.logprobs, *([0.0] * tail)]
+            key = (tree.index, leaf.id)
+            row: dict[str, Any] = {
+                "run_id": run_id, "sample_id": f"{task_id}/{tree.index}/{leaf.id}",
+                "task_id": task_id, "group_id": task_id, "tree_index": tree.index,
+                "leaf_id": leaf.id, "node_path": [n.id for n in path], "num_turns": len(path),
+                "turn_offsets": offsets, "prompt_ids": list(tree.prompt_ids),
+                "response_ids": response, "loss_mask": mask, "logprobs": logprobs,
+                "reward": float(tree.returns(leaf)), "ended": leaf.ended,
+            }  # fmt: skip
+            for name in estimators:
+                adv = result.advantages.get(name)
+                row[f"adv_{name}"] = adv.per_leaf.get(key) if adv else None
+                if name in TOKEN_LEVEL_ESTIMATORS:
+                    per_turn = adv.per_turn.get(key) if adv else None
+                    if per_turn is None:
+                        row[f"adv_{name}_tokens"] = None
+                        continue
+                    if len(per_turn) != len(path):
+                        raise ExportError(
+                            f"task {task_id!r} tree {tree.index} leaf {leaf.id}: estimator "
+                            f"{name!r} has {len(per_turn)} turn values for {len(path)} turns"
+                        )
+                    tokens: list[float] = []
+                    for value, turn in zip(per_turn, path, strict=True):
+                        tail = len(turn.closing_ids) + len(turn.observation_ids)
+                        tokens += [value] * len(turn.generated_ids) + [0.0] * tail
+                    row[f"adv_{name}_tokens"] = tokens
+            for k, v in row.items():
+                cols[k].append(v)
+    return pa.Table.from_pydict(cols, schema=schema)
+
+
+# ---------------------------------------------------------------------- ledger
+def read_ledger(run: Path, *, repair: bool = False) -> list[dict[str, Any]]:
+    """Finished tasks in order. A torn last line (a kill mid-append) is not a finished task: it
+    is ignored, and with ``repair`` cut off the file. A broken line before it is corruption."""
+    path = run / LEDGER
+    if not path.exists():
+        return []
+    data = path.read_bytes()
+    complete, _, torn = data.rpartition(b"\n")
+    if torn and repair:
+        with open(path, "r+b") as fh:
+            fh.truncate(len(complete) + (1 if complete else 0))
+            fh.flush()
+            os.fsync(fh.fileno())
+    entries = []
+    for number, line in enumerate(complete.split(b"\n") if complete else [], 1):
+        try:
+            entry = json.loads(line)
+            if not isinstance(entry.get("task_id"), str) or not isinstance(entry.get("seq"), int):
+                raise ValueError("no task_id/seq")
+        except (ValueError, AttributeError) as exc:
+            raise ExportError(f"{path}: line {number} is not a ledger entry ({exc})") from exc
+        entries.append(entry)
+    return entries
+
+
+def part_paths(run: Path, seq: int) -> tuple[Path, Path]:
+    """Where the nodes and samples part of ledger entry ``seq`` live."""
+    return run / PARTS / f"{seq:06d}.nodes.parquet", run / PARTS / f"{seq:06d}.samples.parquet"
+
+
+def read_manifest(run: Path) -> dict[str, Any] | None:
+    path = run / MANIFEST
+    if not path.exists():
+        return None
+    try:
+        manifest = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ExportError(f"{path}: not valid JSON ({exc})") from exc
+    if not isinstance(manifest, dict):
+        raise ExportError(f"{path}: not a JSON object")
+    return manifest
+
+
+# ---------------------------------------------------------------------- the writer
+class RunWriter:
+    """Writes one run folder; see the module docstring for the layout and the guarantees.
+
+    ``resume=False`` needs a new or empty folder; ``resume=True`` continues the run already
+    there (``finished`` holds its done task ids) and refuses a folder holding a run with another
+    identity unless ``force=True``. A non-empty folder that is not a run is always refused.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        config: Mapping[str, Any] | None = None,
+        sampler: Any = None,
+        policy: Any = None,
+        tokenizer: Any = None,
+        estimators: Sequence[str] | None = None,
+        resume: bool = False,
+        force: bool = False,
+    ) -> None:
+        self.path = Path(path)
+        if estimators is None:
+            estimators = getattr(sampler, "estimators", None) or tuple(ESTIMATORS)
+        self.estimators = list(estimators)
+        identity = _jsonable({
+            "config": dict(config or {}),
+            "sampler": sampler_identity(sampler),
+            "estimators": self.estimators,
+            "policy": policy.identity() if policy is not None else {},
+            "tokenizer": tokenizer_identity(tokenizer),
+        })  # fmt: skip
+        manifest = self._open_folder(resume)
+        if manifest is None:
+            self.manifest: dict[str, Any] = {
+                "format": FORMAT,
+                "schema_version": SCHEMA_VERSION,
+                "run_id": uuid.uuid4().hex[:12],
+                "created": _now(),
+                "status": "collecting",
+                "compacted": 0,
+                **identity,
+                "versions": package_versions(),
+            }
+        else:
+            mine = {k: manifest.get(k) for k in identity}
+            diff = _diff_keys(_comparable(mine), _comparable(identity))
+            if diff and not force:
+                raise RunMismatchError(
+                    f"{self.path / MANIFEST} holds another run (differs in: {', '.join(diff)}); "
+                    "use a new folder, or force=True to continue it anyway"
+                )
+            self.estimators = list(manifest.get("estimators") or self.estimators)
+            manifest["status"] = "collecting"
+            if diff:
+                manifest.setdefault("forced_resumes", []).append({"time": _now(), "differs": diff})
+            self.manifest = manifest
+        self.path.mkdir(parents=True, exist_ok=True)
+        (self.path / PARTS).mkdir(exist_ok=True)
+        self._write_manifest()
+        self._ledger = read_ledger(self.path, repair=True)
+        self._remove_unfinished_parts()
+        self.finished: set[str] = {e["task_id"] for e in self._ledger}
+        """Task ids already written (skip them when resuming)."""
+
+    @classmethod
+    def for_runner(
+        cls,
+        path: str | Path,
+        runner: Runner,
+        *,
+        config: Mapping[str, Any] | None = None,
+        resume: bool = False,
+        force: bool = False,
+    ) -> RunWriter:
+        """A writer whose identity is ``runner``'s settings, sampler, policy and tokenizer plus
+        ``config`` (put what the runner does not know here, e.g. the env id and its kwargs)."""
+        return cls(
+            path,
+            config={**runner_config(runner), **dict(config or {})},
+            sampler=runner.sampler,
+            policy=runner.policy,
+            tokenizer=runner.template.tokenizer,
+            resume=resume,
+            force=force,
+        )
+
+    # ------------------------------------------------------------------ opening
+    def _open_folder(self, resume: bool) -> dict[str, Any] | None:
+        if self.path.exists() and not self.path.is_dir():
+            raise ExportError(f"{self.path} is a file, not a run folder")
+        if not self.path.exists() or not any(self.path.iterdir()):
+            return None
+        manifest = read_manifest(self.path)
+        if manifest is None or manifest.get("format") != FORMAT:
+            raise ExportError(
+                f"{self.path} is not empty and is not a treegym run folder "
+                f"(no {MANIFEST} with format {FORMAT!r}); refusing to write into it"
+            )
+        version = manifest.get("schema_version")
+        if not isinstance(version, int) or version > SCHEMA_VERSION:
+            raise ExportError(
+                f"{self.path / MANIFEST}: schema_version {version!r} is not one this treegym "
+                f"writes (<= {SCHEMA_VERSION}); upgrade treegym to continue this run"
+            )
+        if not resume:
+            raise ExportError(
+                f"{self.path} already holds a run ({manifest.get('run_id')}); pass resume=True "
+                "to continue it, or choose a new folder"
+            )
+        self._roll_forward_finalize(manifest)
+        return read_manifest(self.path)
+
+    def _roll_forward_finalize(self, manifest: dict[str, Any]) -> None:
+        """Complete renames a crash interrupted (the marker is written after the tmp files)."""
+        marker = self.path / FINALIZING
+        if marker.exists():
+            for name in (NODES, SAMPLES, MANIFEST):
+                tmp = self.path / f"{name}.final.tmp"
+                if tmp.exists():
+                    os.replace(tmp, self.path / name)
+            _fsync_dir(self.path)
+            marker.unlink()
+        for tmp in self.path.glob("*.tmp"):
+            tmp.unlink()
+
+    def _remove_unfinished_parts(self) -> None:
+        keep = {
+            p.name for e in self._ledger[self.compacted :] for p in part_paths(self.path, e["seq"])
+        }
+        for f in (self.path / PARTS).iterdir():
+            if f.name not in keep:
+                f.unlink()
+
+    @property
+    def compacted(self) -> int:
+        """Ledger entries already in ``nodes.parquet``/``samples.parquet``."""
+        return int(self.manifest.get("compacted", 0))
+
+    def _write_manifest(self) -> None:
+        _write_atomic(self.path / MANIFEST, _manifest_bytes(self.manifest))
+
+    # ------------------------------------------------------------------ writing
+    def write(self, result: TaskResult) -> dict[str, Any]:
+        """Write one finished task durably; return its ledger entry."""
+        task_id = result.task.task_id
+        if task_id in self.finished:
+            raise ExportError(
+                f"task {task_id!r} is already in {self.path / LEDGER}; skip finished tasks "
+                "(RunWriter.finished) instead of writing them twice"
+            )
+        run_id = self.manifest["run_id"]
+        nodes = nodes_table(result, run_id)
+        samples = samples_table(result, run_id, self.estimators)
+        seq = self._ledger[-1]["seq"] + 1 if self._ledger else 0
+        nodes_path, samples_path = part_paths(self.path, seq)
+        files = {"nodes": _write_parquet(nodes, nodes_path),
+                 "samples": _write_parquet(samples, samples_path)}  # fmt: skip
+        _fsync_dir(nodes_path.parent)
+        entry = {
+            "seq": seq,
+            "task_id": task_id,
+            "nodes": nodes.num_rows,
+            "samples": samples.num_rows,
+            "files": files,
+            "error": result.error,
+            "budget": dataclasses.asdict(result.budget),
+            "time": _now(),
+        }
+        line = json.dumps(entry, sort_keys=True, default=_json_default) + "\n"
+        with open(self.path / LEDGER, "ab") as fh:
+            fh.write(line.encode())
+            fh.flush()
+            os.fsync(fh.fileno())
+        self._ledger.append(entry)
+        self.finished.add(task_id)
+        return entry
+
+    def write_all(self, results: Iterable[TaskResult]) -> None:
+        for result in results:
+            self.write(result)
+
+    # ------------------------------------------------------------------ finalize
+    def finalize(self) -> dict[str, Any]:
+        """Compact the parts into ``nodes.parquet``/``samples.parquet`` (bounded memory: one
+        part at a time, one row group per task) and complete the manifest; return it."""
+        new = self._ledger[self.compacted :]
+        schemas = {NODES: NODES_SCHEMA, SAMPLES: samples_schema(self.estimators)}
+        rows = dict(self.manifest.get("rows") or {NODES: 0, SAMPLES: 0})
+        files = {}
+        for which, (name, schema) in enumerate(schemas.items()):
+            tmp = self.path / f"{name}.final.tmp"
+            with open(tmp, "wb") as fh:
+                writer = pq.ParquetWriter(fh, schema, **_parquet_options(schema))
+                try:
+                    if self.compacted:
+                        old = pq.ParquetFile(self.path / name)
+                        for i in range(old.num_row_groups):
+                            writer.write_table(old.read_row_group(i), row_group_size=1 << 30)
+                    for entry in new:
+                        part = pq.read_table(part_paths(self.path, entry["seq"])[which])
+                        if part.num_rows:
+                            writer.write_table(part, row_group_size=max(1, part.num_rows))
+                        rows[name] += part.num_rows
+                finally:
+                    writer.close()
+                fh.flush()
+                os.fsync(fh.fileno())
+            files[name] = file_digest(tmp)
+        total = Budget()
+        for entry in self._ledger:
+            total += Budget(**entry["budget"])
+        manifest = {
+            **self.manifest,
+            "status": "complete",
+            "compacted": len(self._ledger),
+            "finalized": _now(),
+            "tasks": len(self._ledger),
+            "failed_tasks": [e["task_id"] for e in self._ledger if e.get("error")],
+            "rows": rows,
+            "files": files,
+            "budget": total.as_dict(),
+            "versions": package_versions(),
+        }
+        tmp = self.path / f"{MANIFEST}.final.tmp"
+        with open(tmp, "wb") as fh:
+            fh.write(_manifest_bytes(manifest))
+            fh.flush()
+            os.fsync(fh.fileno())
+        _write_atomic(self.path / FINALIZING, b"renaming *.final.tmp into place\n")
+        for name in (NODES, SAMPLES, MANIFEST):
+            os.replace(self.path / f"{name}.final.tmp", self.path / name)
+        _fsync_dir(self.path)
+        (self.path / FINALIZING).unlink()
+        self.manifest = manifest
+        for entry in new:
+            for p in part_paths(self.path, entry["seq"]):
+                p.unlink(missing_ok=True)
+        return manifest
+
+    def __enter__(self) -> RunWriter:
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if exc_type is None:
+            self.finalize()
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def _manifest_bytes(manifest: Mapping[str, Any]) -> bytes:
+    return (json.dumps(manifest, indent=2, sort_keys=True, default=_json_default) + "\n").encode()
