@@ -8,7 +8,7 @@ Layout of ``RUN/`` (columns: :mod:`~treegym.harness.schema`)::
     parts/NNNNNN.nodes.parquet, parts/NNNNNN.samples.parquet
                          one pair per finished task not yet compacted
     nodes.parquet, samples.parquet
-                         compacted by finalize(): one row group per task
+                         compacted by finalize(): whole tasks per row group, ~64 MiB each
 
 Why this order of writes: a task counts as finished only when its ledger line is on disk, and
 that line is written after both part files were fsync'd and renamed into place. A crash (or
@@ -17,7 +17,7 @@ at most one half-written task whose parts have no ledger line — ``resume`` rem
 resumed run has no duplicates. A torn last ledger line (killed mid-append) is the same case.
 
 ``finalize()`` streams the parts into ``nodes.parquet``/``samples.parquet`` with a
-``ParquetWriter`` (one part in memory at a time), writes all three final files to temporary
+``ParquetWriter`` (at most one row group in memory), writes all three final files to temporary
 names, then drops a ``FINALIZING`` marker and renames them; a crash during the renames is
 rolled forward the next time the folder is opened for writing. Parts are deleted only after.
 
@@ -69,6 +69,8 @@ PARTS = "parts"
 NODES = "nodes.parquet"
 SAMPLES = "samples.parquet"
 FINALIZING = "FINALIZING"
+ROW_GROUP_BYTES = 64 << 20
+"""Target in-memory size of one compacted row group (whole tasks are gathered up to it)."""
 _PACKAGES = ("treegym", "pyarrow", "pandas", "numpy", "torch", "transformers", "tokenizers",
              "datasets", "gymnasium", "textworld")  # fmt: skip
 
@@ -549,32 +551,19 @@ class RunWriter:
             self.write(result)
 
     # ------------------------------------------------------------------ finalize
-    def finalize(self) -> dict[str, Any]:
-        """Compact the parts into ``nodes.parquet``/``samples.parquet`` (bounded memory: one
-        part at a time, one row group per task) and complete the manifest; return it."""
+    def finalize(self, row_group_bytes: int = ROW_GROUP_BYTES) -> dict[str, Any]:
+        """Compact the parts into ``nodes.parquet``/``samples.parquet`` and complete the
+        manifest; return it. Memory stays bounded: whole tasks are gathered into one row group
+        until it holds ``row_group_bytes`` of arrow data (a task is never split across row
+        groups; ``1`` gives one row group per task). Each part is checked against its ledger
+        digest first, so a file damaged after it was written is not copied silently."""
         new = self._ledger[self.compacted :]
         schemas = {NODES: NODES_SCHEMA, SAMPLES: samples_schema(self.estimators)}
         rows = dict(self.manifest.get("rows") or {NODES: 0, SAMPLES: 0})
         files = {}
         for which, (name, schema) in enumerate(schemas.items()):
-            tmp = self.path / f"{name}.final.tmp"
-            with open(tmp, "wb") as fh:
-                writer = pq.ParquetWriter(fh, schema, **_parquet_options(schema))
-                try:
-                    if self.compacted:
-                        old = pq.ParquetFile(self.path / name)
-                        for i in range(old.num_row_groups):
-                            writer.write_table(old.read_row_group(i), row_group_size=1 << 30)
-                    for entry in new:
-                        part = pq.read_table(part_paths(self.path, entry["seq"])[which])
-                        if part.num_rows:
-                            writer.write_table(part, row_group_size=max(1, part.num_rows))
-                        rows[name] += part.num_rows
-                finally:
-                    writer.close()
-                fh.flush()
-                os.fsync(fh.fileno())
-            files[name] = file_digest(tmp)
+            rows[name] += self._compact(name, which, schema, new, row_group_bytes)
+            files[name] = file_digest(self.path / f"{name}.final.tmp")
         total = Budget()
         for entry in self._ledger:
             total += Budget(**entry["budget"])
@@ -605,6 +594,52 @@ class RunWriter:
             for p in part_paths(self.path, entry["seq"]):
                 p.unlink(missing_ok=True)
         return manifest
+
+    def _compact(
+        self,
+        name: str,
+        which: int,
+        schema: pa.Schema,
+        new: list[dict[str, Any]],
+        row_group_bytes: int,
+    ) -> int:
+        """Write ``name.final.tmp``: the compacted row groups, then the ``new`` parts gathered
+        into row groups of about ``row_group_bytes``; return the rows added."""
+        added = 0
+        with open(self.path / f"{name}.final.tmp", "wb") as fh:
+            writer = pq.ParquetWriter(fh, schema, **_parquet_options(schema))
+            try:
+                if self.compacted:
+                    old = pq.ParquetFile(self.path / name)
+                    for i in range(old.num_row_groups):
+                        group = old.read_row_group(i)
+                        writer.write_table(group, row_group_size=max(1, group.num_rows))
+                pending: list[pa.Table] = []
+                for k, entry in enumerate(new):
+                    part = self._read_part(entry, which)
+                    added += part.num_rows
+                    if part.num_rows:
+                        pending.append(part)
+                    full = sum(t.nbytes for t in pending) >= row_group_bytes
+                    if pending and (full or k == len(new) - 1):
+                        group = pa.concat_tables(pending)
+                        writer.write_table(group, row_group_size=max(1, group.num_rows))
+                        pending = []
+            finally:
+                writer.close()
+            fh.flush()
+            os.fsync(fh.fileno())
+        return added
+
+    def _read_part(self, entry: dict[str, Any], which: int) -> pa.Table:
+        path = part_paths(self.path, entry["seq"])[which]
+        recorded = (entry.get("files") or {}).get(("nodes", "samples")[which])
+        if recorded and file_digest(path) != recorded:
+            raise ExportError(
+                f"{path}: differs from the size/SHA-256 {LEDGER} recorded for task "
+                f"{entry['task_id']!r}; the part was damaged after it was written"
+            )
+        return pq.read_table(path, page_checksum_verification=True)
 
     def __enter__(self) -> RunWriter:
         return self

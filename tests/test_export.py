@@ -181,7 +181,7 @@ def test_unfinished_run_loads_the_same_rows_from_parts(collected, tmp_path):
         a, b = a.sort_values(order, ignore_index=True), b.sort_values(order, ignore_index=True)
         assert a.to_json() == b.to_json()
     meta = pq.ParquetFile(tmp_path / "run" / "samples.parquet")
-    assert meta.num_row_groups == len(results)  # one row group per task
+    assert meta.num_row_groups == 1  # small tasks are gathered into one row group
     assert meta.schema_arrow.field("loss_mask").metadata[b"verl"] == b"response_mask"
     assert meta.schema_arrow.metadata[b"treegym.schema_version"] == str(SCHEMA_VERSION).encode()
     manifest = final.manifest
@@ -318,13 +318,19 @@ def test_resume_removes_unfinished_parts_and_torn_ledger_lines(collected, tmp_pa
 def test_resume_after_finalize_appends_row_groups(collected, tmp_path):
     runner, results = collected
     path = tmp_path / "run"
-    with _writer(path, runner) as w:
-        w.write_all(results[:2])
-    with _writer(path, runner, resume=True) as w:
-        w.write_all(results[2:])
+    w = _writer(path, runner)
+    w.write_all(results[:2])
+    w.finalize()
+    w = _writer(path, runner, resume=True)
+    w.write_all(results[2:])
+    w.finalize(row_group_bytes=1)  # one row group per task from here on
     run = load_run(path)
     assert run.complete and sorted(run.task_ids) == [t.task_id for t in TASKS]
-    assert pq.ParquetFile(path / "nodes.parquet").num_row_groups == len(TASKS)
+    groups = pq.ParquetFile(path / "nodes.parquet")
+    assert groups.num_row_groups == 1 + len(TASKS) - 2  # old group copied, new tasks appended
+    tasks = [groups.read_row_group(i).column("task_id").unique().to_pylist()
+             for i in range(1, groups.num_row_groups)]  # fmt: skip
+    assert tasks == [[r.task.task_id] for r in results[2:]]
     assert run.manifest["budget"]["leaves"] == sum(r.budget.leaves for r in results)
 
 
