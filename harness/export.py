@@ -5,6 +5,7 @@ Layout of ``RUN/`` (columns: :mod:`~treegym.harness.schema`)::
     manifest.json        format, schema version, run id, identity (config, sampler, policy,
                          tokenizer), package versions; after finalize: rows, budget, status
     ledger.jsonl         one line per finished task (appended and fsync'd *after* its parts)
+    .writer.lock         flock held by the one RunWriter allowed at a time
     parts/NNNNNN.nodes.parquet, parts/NNNNNN.samples.parquet
                          one pair per finished task not yet compacted
     nodes.parquet, samples.parquet
@@ -69,6 +70,7 @@ PARTS = "parts"
 NODES = "nodes.parquet"
 SAMPLES = "samples.parquet"
 FINALIZING = "FINALIZING"
+LOCK = ".writer.lock"
 ROW_GROUP_BYTES = 64 << 20
 """Target in-memory size of one compacted row group (whole tasks are gathered up to it)."""
 _PACKAGES = ("treegym", "pyarrow", "pandas", "numpy", "torch", "transformers", "tokenizers",
@@ -401,6 +403,11 @@ class RunWriter:
             "tokenizer": tokenizer_identity(tokenizer),
         })  # fmt: skip
         manifest = self._open_folder(resume)
+        self.path.mkdir(parents=True, exist_ok=True)
+        self._lock = _lock(self.path / LOCK)
+        if manifest is not None:
+            self._roll_forward_finalize()
+            manifest = read_manifest(self.path) or manifest
         if manifest is None:
             self.manifest: dict[str, Any] = {
                 "format": FORMAT,
@@ -425,7 +432,6 @@ class RunWriter:
             if diff:
                 manifest.setdefault("forced_resumes", []).append({"time": _now(), "differs": diff})
             self.manifest = manifest
-        self.path.mkdir(parents=True, exist_ok=True)
         (self.path / PARTS).mkdir(exist_ok=True)
         self._write_manifest()
         self._ledger = read_ledger(self.path, repair=True)
@@ -459,7 +465,7 @@ class RunWriter:
     def _open_folder(self, resume: bool) -> dict[str, Any] | None:
         if self.path.exists() and not self.path.is_dir():
             raise ExportError(f"{self.path} is a file, not a run folder")
-        if not self.path.exists() or not any(self.path.iterdir()):
+        if not self.path.exists() or not any(p.name != LOCK for p in self.path.iterdir()):
             return None
         manifest = read_manifest(self.path)
         if manifest is None or manifest.get("format") != FORMAT:
@@ -478,10 +484,9 @@ class RunWriter:
                 f"{self.path} already holds a run ({manifest.get('run_id')}); pass resume=True "
                 "to continue it, or choose a new folder"
             )
-        self._roll_forward_finalize(manifest)
-        return read_manifest(self.path)
+        return manifest
 
-    def _roll_forward_finalize(self, manifest: dict[str, Any]) -> None:
+    def _roll_forward_finalize(self) -> None:
         """Complete renames a crash interrupted (the marker is written after the tmp files)."""
         marker = self.path / FINALIZING
         if marker.exists():
@@ -641,12 +646,42 @@ class RunWriter:
             )
         return pq.read_table(path, page_checksum_verification=True)
 
+    def close(self) -> None:
+        """Release the folder's writer lock (finished tasks are already on disk)."""
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):
+            self.close()
+
     def __enter__(self) -> RunWriter:
         return self
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        if exc_type is None:
-            self.finalize()
+        try:
+            if exc_type is None:
+                self.finalize()
+        finally:
+            self.close()
+
+
+def _lock(path: Path) -> Any:
+    """An exclusive lock on the run folder for this writer's lifetime: two collectors
+    appending to one ledger would write the same task twice. The kernel drops it when the
+    process dies, so a killed collector never leaves the folder locked."""
+    import fcntl
+
+    fh = open(path, "a+b")  # noqa: SIM115 - held open for the writer's lifetime
+    try:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        fh.close()
+        raise ExportError(
+            f"{path.parent} is being written by another RunWriter (lock {path.name} is held)"
+        ) from exc
+    return fh
 
 
 def _now() -> str:

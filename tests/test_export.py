@@ -281,11 +281,15 @@ def test_writer_refuses_duplicates_foreign_folders_and_other_runs(collected, tmp
         _writer(tmp_path / "other", runner, resume=True, force=True)
     assert (tmp_path / "other" / "notes.txt").read_text() == "mine"
     other, _ = _collect(template=runner.template, sampler=ChainSampler(2), tasks=TASKS[:1])
+    with pytest.raises(ExportError, match="being written by another RunWriter"):
+        _writer(tmp_path / "run", runner, resume=True)  # two collectors on one folder
+    w.close()
     with pytest.raises(RunMismatchError, match=r"differs in: .*sampler"):
         _writer(tmp_path / "run", other, resume=True)
     forced = _writer(tmp_path / "run", other, resume=True, force=True)
     assert forced.finished == {results[0].task.task_id}
     assert forced.manifest["forced_resumes"][0]["differs"]
+    forced.close()
     same = _writer(tmp_path / "run", runner, resume=True)
     assert same.finished == {results[0].task.task_id}
 
@@ -304,6 +308,7 @@ def test_resume_removes_unfinished_parts_and_torn_ledger_lines(collected, tmp_pa
     with open(path / LEDGER, "ab") as fh:
         fh.write(b'{"seq": 2, "task_id": "toy-2", "nod')
     assert load_run(path).task_ids == ["toy-0", "toy-1"]  # the torn task is not finished
+    w.close()
     w2 = _writer(path, runner, resume=True)
     assert w2.finished == {"toy-0", "toy-1"}
     assert not orphan_nodes.exists() and len(list((path / "parts").iterdir())) == 4
@@ -321,6 +326,7 @@ def test_resume_after_finalize_appends_row_groups(collected, tmp_path):
     w = _writer(path, runner)
     w.write_all(results[:2])
     w.finalize()
+    w.close()
     w = _writer(path, runner, resume=True)
     w.write_all(results[2:])
     w.finalize(row_group_bytes=1)  # one row group per task from here on
