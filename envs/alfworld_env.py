@@ -47,6 +47,7 @@ class ALFWorldNative:
     """An ALFWorld position: everything here is immutable or shared read-only."""
 
     game: PddlGame
+    file: GameFile  # where this env found the game (content-equal files share one PddlGame)
     position: Position
     options: Options
     moves: int
@@ -67,6 +68,7 @@ class ALFWorldEnv(TextEnv):
         self.default_task = task if task is not None else DEFAULT_TASK
         self._recent: OrderedDict[str, PddlGame] = OrderedDict()
         self._game: PddlGame | None = None
+        self._file: GameFile | None = None
         self._position: Position | None = None
         self._options: Options | None = None
         self._moves = 0
@@ -76,6 +78,7 @@ class ALFWorldEnv(TextEnv):
     def _load(self, task: Any) -> None:
         game_file = _read(resolve_task(task))
         if self._game is not None and self._game.game.sha == game_file.sha:
+            self._file = game_file
             return
         game = self._recent.get(game_file.sha) or load_game(game_file)
         expert = expert_for(game)
@@ -86,10 +89,10 @@ class ALFWorldEnv(TextEnv):
             raise GameFileError(
                 f"{game_file.path}: unsolvable, fast-downward finds no plan from the start"
             )
-        self._use(game)
+        self._use(game, game_file)
 
-    def _use(self, game: PddlGame) -> None:
-        self._game = game
+    def _use(self, game: PddlGame, game_file: GameFile) -> None:
+        self._game, self._file = game, game_file
         self._recent[game.game.sha] = game
         self._recent.move_to_end(game.game.sha)
         while len(self._recent) > RECENT_GAMES:
@@ -97,15 +100,14 @@ class ALFWorldEnv(TextEnv):
 
     def close(self) -> None:
         self._recent.clear()
-        self._game = self._position = self._options = None
+        self._game = self._file = self._position = self._options = None
 
     # ------------------------------------------------------------------ hooks
     def _fingerprint_parts(self) -> dict[str, Any]:
         return {"game_sha": self._require_game().game.sha, "expert_plan": self.expert_plan}
 
     def _describe_fingerprint(self) -> str:
-        game = self._require_game().game
-        return f"task {game.path} (sha {game.sha})"
+        return f"task {self._file.path} (sha {self._require_game().game.sha})"
 
     def _normalize_action(self, action: str) -> str:
         return action.strip()
@@ -134,16 +136,17 @@ class ALFWorldEnv(TextEnv):
         carries its loaded game), so a pooled env rewinds to any task's positions, no reset."""
         native = snapshot.native if isinstance(snapshot, Snapshot) else None
         if isinstance(native, ALFWorldNative) and snapshot.env_type == self.env_type:
-            self._use(native.game)  # then the fingerprint check compares like with like
+            self._use(native.game, native.file)  # the fingerprint check compares like with like
         super().restore(snapshot)
 
     def _get_native(self) -> ALFWorldNative:
-        return ALFWorldNative(self._require_game(), self._position, self._options, self._moves)
+        game = self._require_game()
+        return ALFWorldNative(game, self._file, self._position, self._options, self._moves)
 
     def _set_native(self, native: ALFWorldNative) -> None:
         if not isinstance(native, ALFWorldNative):
             raise TypeError(f"not an ALFWorld native snapshot: {type(native).__name__}")
-        self._use(native.game)
+        self._use(native.game, native.file)
         self._position, self._options, self._moves = native.position, native.options, native.moves
 
     def _require_game(self) -> PddlGame:
@@ -161,9 +164,9 @@ class ALFWorldEnv(TextEnv):
             "score": int(won),
             "max_score": 1,
             "moves": self._moves,
-            "task_id": game.game.task_id,
-            "task_type": game.game.task_type,
-            "gamefile": str(game.game.path),
+            "task_id": self._file.task_id,
+            "task_type": self._file.task_type,
+            "gamefile": str(self._file.path),
         }
         if self.expert_plan:
             info["expert_plan"] = list(expert_for(game).plan(self._position, self._options))

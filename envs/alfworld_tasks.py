@@ -54,7 +54,7 @@ from .alfworld_scenes import (
 from .errors import GameGenerationError
 from .textworld_games import cache_dir
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 SPLITS = ("train", "eval_in_distribution", "eval_out_of_distribution")
 MAX_ATTEMPTS = 40
 #: Station each state-change task needs, which is then not a valid target receptacle.
