@@ -456,3 +456,15 @@ def test_missing_part_and_misaligned_columns_are_refused(collected, tmp_path):
     samples_part.unlink()
     with pytest.raises(RunLoadError, match=r"000001\.samples\.parquet: missing"):
         load_run(path)
+
+
+def test_a_task_that_failed_is_recorded_and_not_retried(template, tmp_path):
+    runner, results = _collect(
+        template, ChainSampler(2), [Task("bad", {"task": "castle"}), TASKS[0]]
+    )
+    with _writer(tmp_path / "run", runner) as w:
+        w.write_all(results)
+    run = load_run(tmp_path / "run")
+    assert run.manifest["failed_tasks"] == ["bad"] and sorted(run.task_ids) == ["bad", "toy-0"]
+    assert set(run.samples.task_id) == {"toy-0"}
+    assert "bad" in _writer(tmp_path / "run", runner, resume=True).finished
