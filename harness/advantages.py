@@ -34,8 +34,8 @@ class Advantages:
 
 def zscores(values: Sequence[float]) -> list[float]:
     """(x − mean) / (unbiased std + 1e-6); a single value keeps mean 0, std 1."""
-    if len(values) == 1:
-        return [float(values[0])]
+    if len(values) <= 1:
+        return [float(v) for v in values]
     mean = sum(values) / len(values)
     std = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
     return [(v - mean) / (std + EPS) for v in values]

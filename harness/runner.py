@@ -252,7 +252,7 @@ class Runner:
         training = self.sampler.select_leaves(trees, ctx.rng) if trees else {}
         advantages = (
             {name: ESTIMATORS[name](trees, training) for name in self.sampler.estimators}
-            if training
+            if any(training.values())
             else {}
         )
         budget = task_budget(trees, training)

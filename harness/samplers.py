@@ -33,6 +33,10 @@ if TYPE_CHECKING:
     from .runner import TaskContext
 
 
+def trainable(tree: Tree) -> list[Node]:
+    return [leaf for leaf in tree.leaves() if leaf.ended != "failed"]
+
+
 class Sampler(abc.ABC):
     """Interface: ``grow`` the task's trees; ``select_leaves`` for training."""
 
@@ -48,7 +52,9 @@ class Sampler(abc.ABC):
         """Training trajectories per task when nothing stops early (for progress and budgets)."""
 
     def select_leaves(self, trees: Sequence[Tree], rng: random.Random) -> dict[int, list[Node]]:
-        return {t.index: t.leaves() for t in trees}
+        """Training leaves per tree: every leaf whose branch did not fail (a failed branch's
+        reward is not an outcome of the task, so it must not enter a group's statistics)."""
+        return {t.index: trainable(t) for t in trees}
 
 
 @dataclass
@@ -129,7 +135,7 @@ class TreeGRPOSampler(Sampler):
     def select_leaves(self, trees: Sequence[Tree], rng: random.Random) -> dict[int, list[Node]]:
         out = {}
         for tree in trees:
-            leaves = tree.leaves()
+            leaves = trainable(tree)
             out[tree.index] = (
                 leaves if self.k is None or len(leaves) <= self.k else rng.sample(leaves, self.k)
             )

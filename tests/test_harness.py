@@ -238,6 +238,8 @@ def test_env_error_fails_only_its_branch(template):
     ok_leaves = [n for r in results for t in r.trees for n in t.leaves() if n.ended != "failed"]
     assert ok_leaves
     assert sum(r.budget.failed_branches for r in results) == len(failed)
+    training = {id(n) for r in results for leaves in r.training.values() for n in leaves}
+    assert not training & {id(n) for n in failed}  # failed branches never reach training
 
 
 class Silent(Policy):
@@ -250,6 +252,7 @@ def test_policy_returning_nothing_is_a_recorded_failure(template):
     leaves = [n for t in results[0].trees for n in t.leaves()]
     assert len(leaves) == 2 and all(n.ended == "failed" for n in leaves)
     assert all("policy returned 0 results for 1 requests" in n.error for n in leaves)
+    assert results[0].budget.leaves == 0 and results[0].advantages == {}
 
 
 def test_task_that_cannot_reset_reports_its_error(template):
