@@ -58,7 +58,7 @@ class Position:
     """A point in one game. ``facts`` is never mutated once the position exists."""
 
     state_id: int
-    facts: State
+    facts: Facts
 
 
 @dataclass(frozen=True, eq=False)
@@ -128,14 +128,50 @@ def _logic(domain: str, grammar: str) -> GameLogic:
     return GameLogic(domain=domain, grammar=grammar)
 
 
-def copy_facts(state: State) -> State:
-    """An independent copy of a ``State`` (all four containers ``add/remove_fact`` touch)."""
-    out = object.__new__(State)
+class Facts(State):
+    """TextWorld's ``State``, with each signature's facts sorted once.
+
+    ``State.all_assignments`` — which answers every grammar condition and list query — sorts
+    the facts of a signature on every call, with ``Proposition.__lt__`` in Python; in a kitchen
+    with 30 drawers that is most of a step (each "go to" command queries every receptacle's
+    location). Handing it an already sorted tuple makes that sort a linear check, and the order,
+    so the text, stays the same. The cache is dropped whenever a fact changes.
+    """
+
+    def facts_with_signature(self, sig: Any) -> Any:
+        cached = self._sorted.get(sig)
+        if cached is None:
+            cached = self._sorted[sig] = tuple(sorted(self._facts.get(sig, ())))
+        return cached
+
+    def add_fact(self, prop: Proposition) -> None:
+        self._sorted.pop(prop.signature, None)
+        super().add_fact(prop)
+
+    def remove_fact(self, prop: Proposition) -> None:
+        self._sorted.pop(prop.signature, None)
+        super().remove_fact(prop)
+
+
+def empty_facts(logic: GameLogic) -> Facts:
+    """An empty ``Facts`` (``State()`` itself insists on textworld's generator logic, so this
+    sets the fields the way ``PddlState.__init__`` does)."""
+    state = object.__new__(Facts)
+    state._facts, state._vars_by_name = defaultdict(set), {}
+    state._vars_by_type, state._var_counts = defaultdict(set), Counter()
+    state._logic, state._sorted = logic, {}
+    return state
+
+
+def copy_facts(state: Facts) -> Facts:
+    """An independent copy (all the containers ``add_fact``/``remove_fact`` touch)."""
+    out = object.__new__(Facts)
     out.__dict__.update(state.__dict__)
     out._facts = defaultdict(set, {k: v.copy() for k, v in state._facts.items()})
     out._vars_by_name = state._vars_by_name.copy()
     out._vars_by_type = defaultdict(set, {k: v.copy() for k, v in state._vars_by_type.items()})
     out._var_counts = state._var_counts.copy()
+    out._sorted = dict(state._sorted)  # sorted tuples are immutable: share until a change
     return out
 
 
@@ -176,12 +212,9 @@ class PddlGame:
         self.initial = Position(self._lib.get_state_id(), facts)
 
     # ------------------------------------------------------------------ loading
-    def _initial_facts(self) -> State:
+    def _initial_facts(self) -> Facts:
         """``PddlState.__init__``'s facts: the problem's init, then every true SAS atom."""
-        state = object.__new__(State)  # as PddlState does: State() wants textworld's own logic
-        state._facts, state._vars_by_name = defaultdict(set), {}
-        state._vars_by_type, state._var_counts = defaultdict(set), Counter()
-        state._logic = self.logic
+        state = empty_facts(self.logic)
         state.add_facts(p for p in map(self._init_fact, self.task.init) if p is not None)
         atoms = (Atom * self._lib.get_state_size())()
         self._lib.get_state(atoms)
@@ -202,7 +235,7 @@ class PddlGame:
             return Proposition(name, [Variable(a, self.name2type[a]) for a in atom.fluent.args])
         return None
 
-    def _demangled_infos(self, facts: State) -> dict[str, EntityInfo]:
+    def _demangled_infos(self, facts: Facts) -> dict[str, EntityInfo]:
         """``PddlEnv._get_entity_infos`` renamed by ALFWorld's ``AlfredDemangler``."""
         infos = {v.name: EntityInfo(v.name, v.type) for f in facts.facts for v in f.arguments}
         for info in infos.values():
