@@ -140,3 +140,22 @@ def test_grpo_step_refuses_another_model(hf_run, tmp_path):
     model.save_pretrained(other)
     with pytest.raises(SystemExit, match="is not the run's"):
         _example("grpo_step").main([str(hf_run), "--model", str(other)])
+
+
+def _embedded() -> Path | None:
+    from treegym.policies import embedded_model_path
+
+    try:
+        return embedded_model_path()
+    except FileNotFoundError:
+        return None
+
+
+@pytest.mark.skipif(_embedded() is None, reason="the embedded model is not built")
+def test_alignment_with_the_embedded_model(tmp_path):
+    run = tmp_path / "run"
+    _example("collect_run").main([str(run), "--policy", "hf", "--sampler", "chain", "--tasks", "1",
+                                  "--max-steps", "3"])  # fmt: skip
+    report = _example("grpo_step").main([str(run)])
+    assert report["samples"] == 4 and report["trained_tokens"] > 0
+    assert report["max_abs_logprob_diff"] < 1e-4
