@@ -152,7 +152,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--steps", type=int, default=40, help="random-walk steps per arm")
     parser.add_argument(
-        "--planner-steps", type=int, default=2, help="steps of the (slow) stock planner expert"
+        "--planner-steps", type=int, default=1, help="steps of the (slow) stock planner expert"
     )
     args = parser.parse_args()
     console = Console(width=max(Console().width, 120))
