@@ -3,7 +3,7 @@
 TextWorld's ``PddlEnv`` asks fast-downward to replan from the current state on every step
 (``policy_commands``; ALFWorld's ``AlfredExpert(expert_type="planner")``). The library's search
 is uniform-cost, and an ALFWorld room has dozens of receptacles to open and objects to carry:
-measured on a generated kitchen, that replan costs ≈3.7 s a step (and ≈4.6 s at reset).
+measured on generated kitchens, that replan costs from ≈4 s to ≈60 s a step.
 
 The plan only ever touches objects of the classes the goal names (and the class constants the
 domain's actions name, such as ``SinkBasinType``), the receptacles holding them or of those
@@ -11,7 +11,7 @@ classes, and their locations — plus, if the agent holds something else, a few 
 can take it (:meth:`Expert.put_down_spots`). Every other fact mentions none of these, and no
 action on other entities can help reach the goal, so an optimal plan of the sub-problem
 restricted to them is an optimal plan of the whole game (a test checks the lengths against the
-stock replan). Translating and solving that sub-problem takes ≈20 ms. Plans are cached by
+stock replan). Translating and solving that sub-problem takes ≈20–40 ms. Plans are cached by
 fast-downward state id (a plan depends only on the state), and the game file's walkthrough,
 once checked to win, gives the plan of every state along it for free.
 """
