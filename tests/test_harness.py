@@ -26,7 +26,7 @@ from treegym.harness import (
     node_values,
     tree_grpo,
 )
-from treegym.policies import Policy, ReActTemplate, ScriptedPolicy
+from treegym.policies import Policy, ReActTemplate, SamplingParams, ScriptedPolicy
 
 
 # ---------------------------------------------------------------- hand-built trees
@@ -302,3 +302,22 @@ def test_tree_grpo_on_textworld_games_in_worker_processes(template, games):
             for earlier in tree.path(node):
                 obs, reward, *_ = fresh.step(earlier.action)
             assert (obs, reward) == (node.observation, node.reward)
+
+
+@pytest.mark.slow
+def test_both_samplers_on_alfworld_tasks(template, alfworld_tasks):
+    names = sorted(alfworld_tasks)[:2]
+    tasks = [Task(name, {"task": alfworld_tasks[name]}, seed=i) for i, name in enumerate(names)]
+    policy = ScriptedPolicy(template, "expert", epsilon=0.3, seed=0)
+    for sampler in (ChainSampler(2), TreeGRPOSampler(m=1, n=2, l=1, k=3)):
+        executor = ProcessExecutor("treegym/ALFWorld-v0", {"max_episode_steps": 15}, n_workers=2)
+        # The test tokenizer was trained on ToyRooms text: ALFWorld words take many tokens.
+        results = _run(template, sampler, tasks, env_id="treegym/ALFWorld-v0", executor=executor,
+                       policy=policy, context_length=32768,
+                       sampling=SamplingParams(max_new_tokens=256))  # fmt: skip
+        for res in results:
+            assert res.error is None, res.error
+            assert res.budget.leaves == sampler.trajectories_per_task
+            ends = {n.ended for t in res.trees for n in t.leaves()}
+            assert ends <= {"terminated", "truncated"}, ends
+        assert any(t.returns(leaf) == 1.0 for r in results for t in r.trees for leaf in t.leaves())
