@@ -1,5 +1,8 @@
 """Collect tree rollouts into a run folder, resumably: the loop a trainer's data job runs.
 
+This is the library form of ``treegym collect``: build a ``Runner`` yourself, then hand it to
+``treegym.harness.collect.collect`` (the same loop the command line runs).
+
     python examples/collect_run.py RUN --tasks 20 [--policy scripted|hf] [--model PATH]
                                    [--env treegym/ToyRooms-v0] [--resume]
 
@@ -20,13 +23,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from treegym.harness import (
-    SAMPLERS,
-    InProcessExecutor,
-    Runner,
-    RunWriter,
-    Task,
-)
+from treegym.harness import SAMPLERS, InProcessExecutor, Runner, Task
+from treegym.harness.collect import collect as run_collect
 from treegym.policies import ReActTemplate, SamplingParams, ScriptedPolicy
 
 
@@ -75,18 +73,26 @@ async def collect(args: argparse.Namespace) -> dict[str, Any]:
     runner = build_runner(args)
     tasks = [Task(f"toy-{i}", {"task": i}, seed=i) for i in range(args.tasks)]
     config = {"env": args.env, "env_kwargs": {"max_episode_steps": args.max_steps}}
-    writer = RunWriter.for_runner(args.run, runner, config=config, resume=args.resume)
-    todo = [t for t in tasks if t.task_id not in writer.finished]
-    print(f"{len(writer.finished)} tasks already finished, {len(todo)} to go", flush=True)
-    try:
-        async for result in runner.run(todo):
-            entry = writer.write(result)
-            print(f"wrote {entry['task_id']}: {entry['samples']} samples", flush=True)
-            if args.pause:
-                time.sleep(args.pause)  # blocks the loop on purpose: nothing else may progress
-    finally:
-        await runner.executor.close()
-    return writer.manifest if args.no_finalize else writer.finalize()
+
+    def started(writer: Any, todo: list[Task]) -> None:
+        print(f"{len(writer.finished)} tasks already finished, {len(todo)} to go", flush=True)
+
+    def wrote(entry: dict[str, Any], result: Any) -> None:
+        print(f"wrote {entry['task_id']}: {entry['samples']} samples", flush=True)
+        if args.pause:
+            time.sleep(args.pause)  # blocks the loop on purpose: nothing else may progress
+
+    done = await run_collect(
+        runner,
+        tasks,
+        args.run,
+        config=config,
+        resume=args.resume,
+        finalize=not args.no_finalize,
+        on_start=started,
+        on_result=wrote,
+    )
+    return done.manifest
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
