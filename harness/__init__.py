@@ -24,6 +24,7 @@ from .loaders import (
 from .runner import PrefixDriftError, Runner, Task, TaskContext, TaskResult
 from .samplers import SAMPLERS, ChainSampler, Sampler, TreeGRPOSampler
 from .schema import SCHEMA_VERSION
+from .selective import GatedSampler
 from .tree import Node, NodeStats, Tree
 
 __all__ = [
@@ -37,6 +38,7 @@ __all__ = [
     "EnvWorkerError",
     "EpisodeResult",
     "ExportError",
+    "GatedSampler",
     "InProcessExecutor",
     "Node",
     "NodeStats",

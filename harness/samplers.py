@@ -142,4 +142,9 @@ class TreeGRPOSampler(Sampler):
         return out
 
 
-SAMPLERS = {"chain": ChainSampler, "tree_grpo": TreeGRPOSampler}
+SAMPLERS: dict[str, type[Sampler]] = {"chain": ChainSampler, "tree_grpo": TreeGRPOSampler}
+
+# Adaptive samplers live in their own modules (they import the classes above).
+from .selective import GatedSampler  # noqa: E402
+
+SAMPLERS["selective"] = GatedSampler

@@ -54,7 +54,8 @@ class Node:
     reward: float = 0.0
     ended: str | None = None
     """Why the trajectory stops here: ``terminated``, ``truncated`` (env step limit),
-    ``context`` (context-length guard), ``budget`` (token budget), ``failed`` (error)."""
+    ``context`` (context-length guard), ``budget`` (token budget), ``failed`` (error),
+    ``gated`` (stopped by a sampler's gate, e.g. Selective Rollout)."""
     error: str | None = None
     """The exception text when this branch failed (env or policy error)."""
     state: Any = None
