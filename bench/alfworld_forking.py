@@ -18,11 +18,10 @@ from __future__ import annotations
 
 import argparse
 import random
-import statistics
 import time
-from collections.abc import Callable
 
 import textworld
+from bench_common import median_ms, walk
 from rich.console import Console
 from rich.table import Table
 from textworld.envs.pddl import PddlEnv
@@ -35,31 +34,6 @@ from treegym.envs.alfworld_files import GameFile, read_game_file, resolve_task
 
 DEPTHS = (5, 10, 20)
 DEFAULT_TASK = "pick_heat_then_place_in_recep:seed=1"  # a kitchen: ALFWorld's largest rooms
-
-
-def median_ms(fn: Callable[[], object], repeats: int) -> float:
-    samples = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        samples.append(time.perf_counter() - t)
-    return 1000 * statistics.median(samples)
-
-
-def walk(env: ALFWorldEnv, depth: int, seed: int) -> None:
-    """Reset and take ``depth`` random admissible steps that do not end the episode."""
-    rng = random.Random(seed)
-    _, info = env.reset(seed=seed)
-    while env.episode_depth < depth:
-        snap = env.snapshot()
-        commands = list(info["admissible_commands"])
-        rng.shuffle(commands)
-        for command in commands:
-            _, _, terminated, truncated, new_info = env.step(command)
-            if not (terminated or truncated):
-                info = new_info
-                break
-            env.restore(snap)
 
 
 def bench_forking(task: str, repeats: int) -> list[list[str]]:

@@ -8,11 +8,9 @@ replay / (snapshot + restore) at each depth. Medians over ``--repeats`` runs.
 from __future__ import annotations
 
 import argparse
-import random
-import statistics
-import time
 from collections.abc import Callable
 
+from bench_common import median_ms, walk
 from rich.console import Console
 from rich.table import Table
 
@@ -22,35 +20,6 @@ from treegym.envs.toy import ToyRoomsEnv
 
 DEPTHS = (5, 10, 20)
 DEFAULT_GAME = "tw-cooking:recipe=3,take=3,go=9,open=true,cook=true,cut=true,seed=11"
-
-
-def median_ms(fn: Callable[[], object], repeats: int) -> float:
-    samples = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        samples.append(time.perf_counter() - t)
-    return 1000 * statistics.median(samples)
-
-
-def walk(env: TextEnv, depth: int, seed: int) -> None:
-    """Reset and take ``depth`` random admissible steps that do not end the episode."""
-    rng = random.Random(seed)
-    _, info = env.reset(seed=seed)
-    while env.episode_depth < depth:
-        snap = env.snapshot()
-        cmds = list(info["admissible_commands"])
-        rng.shuffle(cmds)
-        for cmd in cmds:
-            _, _, terminated, truncated, new_info = env.step(cmd)
-            if not (terminated or truncated):
-                info = new_info
-                break
-            env.restore(snap)
-        else:
-            raise RuntimeError(
-                f"every admissible command ends the episode at depth {env.episode_depth}"
-            )
 
 
 def bench_env(
