@@ -1,0 +1,421 @@
+"""``treegym collect``'s configuration: defaults, config files, validation, and wiring.
+
+A :class:`CollectConfig` is resolved from three layers — the defaults below, an optional config
+file (TOML, or JSON such as a run folder's ``manifest.json``), then command-line flags — and is
+validated as a whole before anything runs, so a bad key or value is one error message, not a
+traceback half-way through a collection. The resolved config is stored in the run's manifest
+(``config.collect`` holds every key that changes what is sampled; ``collect.invocation`` the
+rest), so ``treegym collect --config RUN`` repeats a run.
+
+Task sources (``tasks``):
+
+* ``embedded`` — the embedded model's task family (one-ingredient tw-cooking games of varied
+  layout, :func:`embedded_game_spec`) on held-out seeds (``EMBEDDED_EVAL_SEED`` + ``task_seed``
+  …): what the default model can play but never saw.
+* a pattern with ``{seed}`` — e.g. ``tw-cooking:recipe=2,seed={seed}``, ``toy-{seed}``,
+  ``pick_and_place_simple:seed={seed}``; seeds ``task_seed`` … ``task_seed + n_tasks − 1``.
+* a folder — every game in it (``*.z8``, ``*.ulx``, or ALFWorld ``game.tw-pddl`` folders),
+  sorted; ``n_tasks`` takes the first ones.
+* anything else — one task (a game file, a spec without ``{seed}``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import difflib
+import json
+import random
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from treegym.policies.embedded import EMBEDDED_TASK_FAMILY
+
+EMBEDDED_EVAL_SEED = 10_000
+"""First held-out seed of the embedded model's family (``scripts/train_embedded_model.py``
+trains on seeds 0–9,999 and evaluates on 10,000–19,999)."""
+
+DEFAULT_N_TASKS = 4
+"""Tasks taken from a family or a pattern when ``n_tasks`` is not given."""
+
+SAMPLER_DEFAULTS: dict[str, dict[str, Any]] = {
+    "tree_grpo": {"m": 2, "n": 2, "l": 1, "k": 3},  # TreeGRPOSampler.published()
+    "chain": {"group_size": 6},  # the same 6 trajectories per task as published Tree-GRPO
+}
+"""Sampler parameters used when none are given (the run records the resolved ones)."""
+
+ENV_DEFAULT_TASKS = {
+    "treegym/TextWorld-v0": "embedded",
+    "treegym/ToyRooms-v0": "toy-{seed}",
+    "treegym/ALFWorld-v0": "pick_and_place_simple:seed={seed}",
+}
+
+POLICY_FORMS = "embedded, hf:PATH, sglang:URL, scripted:expert[:EPSILON], scripted:random"
+GAME_FILES = ("*.z8", "*.ulx", "game.tw-pddl")
+
+IDENTITY_KEYS = (
+    "env", "env_kwargs", "tasks", "n_tasks", "task_seed", "sampler", "sampler_params",
+    "policy", "tokenizer", "temperature", "max_new_tokens", "context_length", "token_budget",
+    "seed",
+)  # fmt: skip
+"""Keys that change what a run samples: stored in ``config.collect`` (the run's identity)."""
+RUNTIME_KEYS = ("concurrency", "workers")
+"""Keys that change only how fast: stored in ``collect.invocation``, free to differ on resume."""
+LOCATION_KEYS = ("out", "name")
+"""Where the run goes: accepted in a config file, never read back from a run's manifest."""
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot run: the message is the whole explanation (one line)."""
+
+
+def embedded_game_spec(seed: int) -> str:
+    """The embedded model's task family (the same rule as ``train_embedded_model.game_spec``)."""
+    rng = random.Random(seed)
+    go = rng.choice([1, 1, 6])
+    opened = rng.choice(["true", "false"])
+    return EMBEDDED_TASK_FAMILY.format(go=go, open=opened, seed=seed)
+
+
+@dataclass
+class CollectConfig:
+    """Everything ``treegym collect`` needs; see the module docstring for ``tasks``."""
+
+    env: str = "treegym/TextWorld-v0"
+    env_kwargs: dict[str, Any] = field(default_factory=lambda: {"max_episode_steps": 20})
+    tasks: str | None = None
+    """Task source; ``None``: the env's default (``ENV_DEFAULT_TASKS``)."""
+    n_tasks: int | None = None
+    """How many tasks; ``None``: 4 from a family or pattern, all of a folder."""
+    task_seed: int = 0
+    """First seed of a pattern (added to ``EMBEDDED_EVAL_SEED`` for ``embedded``)."""
+    sampler: str = "tree_grpo"
+    sampler_params: dict[str, Any] = field(default_factory=dict)
+    """Overrides of ``SAMPLER_DEFAULTS[sampler]`` (e.g. ``{"m": 4}``, ``{"group_size": 8}``)."""
+    policy: str = "embedded"
+    tokenizer: str | None = None
+    """Tokenizer folder for ``sglang:``/``scripted:`` policies; ``None``: the embedded one."""
+    temperature: float = 1.0
+    max_new_tokens: int = 48
+    context_length: int = 2048
+    token_budget: int | None = None
+    """Generated tokens allowed per task (``None``: no limit beyond the sampler's leaves)."""
+    seed: int = 0
+    concurrency: int = 4
+    """Tasks grown at once."""
+    workers: int = 2
+    """Env worker processes (0: envs run in this process)."""
+    out: str | None = None
+    name: str | None = None
+
+    # ------------------------------------------------------------------ derived
+    @property
+    def task_source(self) -> str:
+        if self.tasks is not None:
+            return self.tasks
+        if self.env in ENV_DEFAULT_TASKS:
+            return ENV_DEFAULT_TASKS[self.env]
+        raise ConfigError(f"{self.env} has no default task set; give one with --tasks")
+
+    @property
+    def resolved_n_tasks(self) -> int | None:
+        """``n_tasks``, or the default 4 of a family or pattern (``None``: all of a folder)."""
+        if self.n_tasks is not None:
+            return self.n_tasks
+        source = self.task_source
+        if source == "embedded" or "{seed}" in source:
+            return DEFAULT_N_TASKS
+        return None
+
+    def resolved_sampler_params(self) -> dict[str, Any]:
+        return {**SAMPLER_DEFAULTS.get(self.sampler, {}), **self.sampler_params}
+
+    def out_path(self, now: _dt.datetime | None = None) -> Path:
+        if self.out:
+            return Path(self.out).expanduser()
+        stamp = (now or _dt.datetime.now()).strftime("%Y%m%d-%H%M%S")
+        return Path("runs") / (self.name or stamp)
+
+    def identity(self) -> dict[str, Any]:
+        """The resolved keys that change what is sampled (stored as ``config.collect``)."""
+        out = {k: getattr(self, k) for k in IDENTITY_KEYS}
+        out["tasks"] = self.task_source
+        out["n_tasks"] = self.resolved_n_tasks
+        out["sampler_params"] = self.resolved_sampler_params()
+        return json.loads(json.dumps(out))
+
+    def invocation(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in RUNTIME_KEYS}
+
+    # ------------------------------------------------------------------ building
+    def merged(self, overrides: Mapping[str, Any], source: str) -> CollectConfig:
+        """A copy with ``overrides`` applied (unknown keys and wrong types are errors)."""
+        return dataclasses.replace(self, **_checked(overrides, source))
+
+    def validate(self) -> None:
+        """Check everything that can be checked without running (raises :class:`ConfigError`)."""
+        from treegym.harness import SAMPLERS
+
+        if self.sampler not in SAMPLERS:
+            raise ConfigError(
+                f"unknown sampler {self.sampler!r}{_suggest(self.sampler, SAMPLERS)}; "
+                f"choose one of {', '.join(sorted(SAMPLERS))}"
+            )
+        self.build_sampler()
+        parse_policy(self.policy)
+        for name, value, low in (
+            ("n_tasks", self.n_tasks, 1), ("token_budget", self.token_budget, 1),
+            ("max_new_tokens", self.max_new_tokens, 1), ("concurrency", self.concurrency, 1),
+            ("workers", self.workers, 0), ("context_length", self.context_length, 2),
+        ):  # fmt: skip
+            if value is not None and value < low:
+                note = " (a budget of zero collects nothing)" if name == "token_budget" else ""
+                raise ConfigError(f"{name.replace('_', '-')} must be >= {low}, got {value}{note}")
+        if self.max_new_tokens >= self.context_length:
+            raise ConfigError(
+                f"max-new-tokens ({self.max_new_tokens}) must be below context-length "
+                f"({self.context_length})"
+            )
+        if self.temperature < 0:
+            raise ConfigError(f"temperature must be >= 0, got {self.temperature}")
+        if not isinstance(self.env_kwargs, dict) or not isinstance(self.sampler_params, dict):
+            raise ConfigError("env_kwargs and sampler_params must be tables of key = value")
+
+    def build_sampler(self) -> Any:
+        from treegym.harness import SAMPLERS
+
+        cls = SAMPLERS[self.sampler]
+        params = self.resolved_sampler_params()
+        known = [f.name for f in fields(cls) if f.name != "name"]
+        unknown = [k for k in params if k not in known]
+        if unknown:
+            raise ConfigError(
+                f"unknown parameter {unknown[0]!r} for sampler {self.sampler}"
+                f"{_suggest(unknown[0], known)}; its parameters are {', '.join(known)}"
+            )
+        try:
+            return cls(**params)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"sampler {self.sampler}: {exc}") from None
+
+
+# ---------------------------------------------------------------------- config files
+def _suggest(word: str, choices: Any) -> str:
+    close = difflib.get_close_matches(str(word), list(choices), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+_FIELD_TYPES = {
+    "env": (str,), "env_kwargs": (dict,), "tasks": (str, type(None)),
+    "n_tasks": (int, type(None)), "task_seed": (int,), "sampler": (str,),
+    "sampler_params": (dict,), "policy": (str,), "tokenizer": (str, type(None)),
+    "temperature": (float, int), "max_new_tokens": (int,), "context_length": (int,),
+    "token_budget": (int, type(None)), "seed": (int,), "concurrency": (int,), "workers": (int,),
+    "out": (str, type(None)), "name": (str, type(None)),
+}  # fmt: skip
+
+
+def _checked(values: Mapping[str, Any], source: str) -> dict[str, Any]:
+    out = {}
+    for raw_key, value in values.items():
+        key = str(raw_key).replace("-", "_")
+        if key not in _FIELD_TYPES:
+            raise ConfigError(
+                f"{source}: unknown config key {raw_key!r}{_suggest(key, _FIELD_TYPES)}; "
+                f"known keys: {', '.join(_FIELD_TYPES)}"
+            )
+        types = _FIELD_TYPES[key]
+        if isinstance(value, bool) or not isinstance(value, types):
+            want = " or ".join("none" if t is type(None) else t.__name__ for t in types)
+            raise ConfigError(f"{source}: {key} must be {want}, got {value!r}")
+        out[key] = dict(value) if isinstance(value, dict) else value
+    return out
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """Config keys from a TOML file, a JSON file, a run's ``manifest.json`` or a run folder."""
+    path = Path(path).expanduser()
+    if path.is_dir():
+        path = path / "manifest.json"
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    text = path.read_text(errors="replace")
+    if path.suffix == ".json":
+        try:
+            data = json.loads(text)
+        except ValueError as exc:
+            raise ConfigError(f"{path}: not valid JSON ({exc})") from None
+    else:
+        try:
+            import tomllib
+        except ModuleNotFoundError:  # Python 3.10
+            try:
+                import tomli as tomllib  # type: ignore[no-redef]
+            except ModuleNotFoundError:
+                raise ConfigError("TOML config files need Python >= 3.11 (or tomli)") from None
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: not valid TOML ({exc})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a config is a table of key = value")
+    if data.get("format") == "treegym-run":  # a run's manifest: read its recorded config
+        collect = (data.get("config") or {}).get("collect")
+        if not isinstance(collect, dict):
+            raise ConfigError(f"{path}: this run was not made by treegym collect (no config)")
+        invocation = (data.get("collect") or {}).get("invocation") or {}
+        return {**collect, **{k: v for k, v in invocation.items() if k in RUNTIME_KEYS}}
+    return data
+
+
+def resolve_config(
+    config_file: str | Path | None,
+    overrides: Mapping[str, Any],
+    *,
+    env_kwargs: Mapping[str, Any] | None = None,
+    sampler_params: Mapping[str, Any] | None = None,
+) -> tuple[CollectConfig, str | None]:
+    """Defaults ← config file ← flags (``None`` flags are not given); validated.
+    ``env_kwargs``/``sampler_params`` (``-k``/``-p``) update the tables key by key."""
+    cfg = CollectConfig()
+    source = None
+    if config_file is not None:
+        source = str(config_file)
+        cfg = cfg.merged(read_config_file(config_file), source)
+    cfg = cfg.merged({k: v for k, v in overrides.items() if v is not None}, "command line")
+    if env_kwargs:
+        cfg.env_kwargs = {**cfg.env_kwargs, **env_kwargs}
+    if sampler_params:
+        cfg.sampler_params = {**cfg.sampler_params, **sampler_params}
+    cfg.validate()
+    return cfg, source
+
+
+# ---------------------------------------------------------------------- policies
+@dataclass(frozen=True)
+class PolicySpec:
+    kind: str  # embedded | hf | sglang | scripted
+    target: str = ""  # model path, URL, or scripted mode
+    epsilon: float = 0.2
+
+
+def parse_policy(spec: str) -> PolicySpec:
+    kind, _, rest = spec.partition(":")
+    if kind == "embedded" and not rest:
+        return PolicySpec("embedded")
+    if kind in ("hf", "sglang") and rest:
+        return PolicySpec(kind, rest)
+    if kind == "scripted" and rest:
+        mode, _, eps = rest.partition(":")
+        if mode == "expert":
+            try:
+                epsilon = float(eps) if eps else 0.2
+            except ValueError:
+                raise ConfigError(
+                    f"scripted:expert takes an epsilon in [0, 1], got {eps!r}"
+                ) from None
+            if not 0.0 <= epsilon <= 1.0:
+                raise ConfigError(f"scripted:expert takes an epsilon in [0, 1], got {eps!r}")
+            return PolicySpec("scripted", "expert", epsilon)
+        if mode == "random" and not eps:
+            return PolicySpec("scripted", "random", 1.0)
+    raise ConfigError(f"unknown policy {spec!r}; use one of: {POLICY_FORMS}")
+
+
+def build_policy(cfg: CollectConfig) -> tuple[Any, Any]:
+    """``(policy, ReActTemplate)`` for ``cfg.policy`` (models load here)."""
+    from transformers.utils import logging as hf_logging
+
+    from treegym.policies import PolicyError, ReActTemplate, ScriptedPolicy
+    from treegym.policies.embedded import embedded_model_path
+
+    hf_logging.disable_progress_bar()  # "Loading weights" bars would garble the progress display
+    spec = parse_policy(cfg.policy)
+    if spec.kind in ("embedded", "hf"):
+        from treegym.policies.hf import HFPolicy
+
+        path = embedded_model_path() if spec.kind == "embedded" else Path(spec.target)
+        if not Path(path).is_dir():
+            raise ConfigError(f"model folder not found: {path}")
+        try:
+            policy: Any = HFPolicy(path, seed=cfg.seed)
+        except (PolicyError, OSError, ValueError) as exc:
+            raise ConfigError(f"cannot load the model in {path}: {exc}") from None
+        return policy, ReActTemplate(policy.tokenizer)
+    from transformers import AutoTokenizer
+
+    tok_path = Path(cfg.tokenizer).expanduser() if cfg.tokenizer else embedded_model_path()
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(tok_path))
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot load a tokenizer from {tok_path}: {exc}") from None
+    template = ReActTemplate(tokenizer)
+    if spec.kind == "sglang":
+        from treegym.policies.sglang import SGLangPolicy
+
+        return SGLangPolicy(spec.target), template
+    return ScriptedPolicy(template, spec.target, epsilon=spec.epsilon, seed=cfg.seed), template
+
+
+# ---------------------------------------------------------------------- tasks
+def task_list(cfg: CollectConfig) -> list[tuple[str, Any, int]]:
+    """``[(task_id, task, reset seed)]`` of the config's task source (nothing is made yet)."""
+    source = cfg.task_source
+    n = cfg.n_tasks
+    if source == "embedded":
+        first = EMBEDDED_EVAL_SEED + cfg.task_seed
+        seeds = range(first, first + (n or DEFAULT_N_TASKS))
+        return [(f"cooking-{s}", embedded_game_spec(s), s) for s in seeds]
+    if "{seed}" in source:
+        out = []
+        for s in range(cfg.task_seed, cfg.task_seed + (n or DEFAULT_N_TASKS)):
+            task = source.replace("{seed}", str(s))
+            out.append((task, task, s))
+        return out
+    path = Path(source).expanduser()
+    if path.is_dir():
+        found = sorted({p for pattern in GAME_FILES for p in path.rglob(pattern)})
+        if not found:
+            raise ConfigError(
+                f"no games in {path} (looked for {', '.join(GAME_FILES)} in it and below)"
+            )
+        found = found[: n or len(found)]
+        out = []
+        for i, game in enumerate(found):
+            target = game.parent if game.name == "game.tw-pddl" else game
+            rel = target.relative_to(path).as_posix() if target != path else target.name
+            out.append((rel, str(target), cfg.seed + i))
+        return out
+    if n not in (None, 1):
+        raise ConfigError(
+            f"--tasks {source!r} is one task (not a folder, no {{seed}} in it); "
+            f"--n-tasks {n} needs a pattern such as 'tw-cooking:recipe=1,seed={{seed}}'"
+        )
+    return [(source, source, cfg.seed)]
+
+
+def prepare_tasks(
+    cfg: CollectConfig, tasks: list[tuple[str, Any, int]], progress: Any = None
+) -> list[tuple[str, Any, int]]:
+    """Make TextWorld generator specs into game files up front (two at a time), so the
+    collection's progress is not stalled by game generation inside env workers."""
+    if cfg.env != "treegym/TextWorld-v0":
+        return tasks
+    from concurrent.futures import ThreadPoolExecutor
+
+    from treegym.envs.textworld_games import is_spec, make_game
+
+    todo = [i for i, (_, task, _) in enumerate(tasks) if is_spec(task)]
+    out = list(tasks)
+
+    def make(i: int) -> None:
+        task_id, task, seed = tasks[i]
+        out[i] = (task_id, str(make_game(task)), seed)
+        if progress is not None:
+            progress()
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        list(pool.map(make, todo))
+    return out
