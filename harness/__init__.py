@@ -25,6 +25,7 @@ from .runner import PrefixDriftError, Runner, Task, TaskContext, TaskResult
 from .samplers import SAMPLERS, ChainSampler, Sampler, TreeGRPOSampler
 from .schema import SCHEMA_VERSION
 from .selective import GatedSampler
+from .trace import LogisticPredictor, PredictorError, SuccessPredictor, TraceSampler
 from .tree import Node, NodeStats, Tree
 
 __all__ = [
@@ -40,9 +41,11 @@ __all__ = [
     "ExportError",
     "GatedSampler",
     "InProcessExecutor",
+    "LogisticPredictor",
     "Node",
     "NodeStats",
     "NotARunError",
+    "PredictorError",
     "PrefixDriftError",
     "ProcessExecutor",
     "Run",
@@ -53,10 +56,12 @@ __all__ = [
     "Sampler",
     "SchemaVersionError",
     "StateHandle",
+    "SuccessPredictor",
     "Task",
     "TaskContext",
     "TaskResult",
     "TorchRunDataset",
+    "TraceSampler",
     "Tree",
     "TreeGRPOSampler",
     "collate",
