@@ -21,7 +21,7 @@ import asyncio
 import hashlib
 import random
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
@@ -65,6 +65,23 @@ def child_seed(task: Task, tree: Tree, key: tuple[int, ...]) -> int:
     """Sampling seed of a branch: a function of where it is in the tree, not of timing."""
     text = f"{task.seed}:{task.task_id}:{tree.index}:{'.'.join(map(str, key))}"
     return int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "little") & 0x7FFFFFFF
+
+
+async def rollout_with(
+    expand: Callable[[Tree, Node, int], Awaitable[list[Node]]], tree: Tree, node: Node
+) -> Node:
+    """Expand one child at a time from ``node`` until the branch ends or ``expand`` refuses.
+
+    Shared by :class:`TaskContext` and contexts that wrap it (gates), so a wrapper's ``expand``
+    governs every step of the rollout.
+    """
+    while True:
+        children = await expand(tree, node, 1)
+        if not children:
+            return node
+        node = children[0]
+        if node.ended is not None:
+            return node
 
 
 class TaskContext:
@@ -145,13 +162,7 @@ class TaskContext:
 
     async def rollout(self, tree: Tree, node: Node) -> Node:
         """Continue one branch from ``node`` until it ends (or a guard stops it)."""
-        while True:
-            children = await self.expand(tree, node, 1)
-            if not children:
-                return node
-            node = children[0]
-            if node.ended is not None:
-                return node
+        return await rollout_with(self.expand, tree, node)
 
     # ------------------------------------------------------------------ internals
     def _failed(self, tree: Tree, parent: Node, key: tuple[int, ...], error: str) -> Node:

@@ -36,6 +36,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from .runner import rollout_with
 from .samplers import ChainSampler, Sampler, TreeGRPOSampler
 from .tree import Node, Tree
 
@@ -220,13 +221,7 @@ class _GatedContext:
 
     async def rollout(self, tree: Tree, node: Node) -> Node:
         """Same as :meth:`TaskContext.rollout`, through the gated ``expand``."""
-        while True:
-            children = await self.expand(tree, node, 1)
-            if not children:
-                return node
-            node = children[0]
-            if node.ended is not None:
-                return node
+        return await rollout_with(self.expand, tree, node)
 
     def _arrived(self, tree: Tree) -> bool:
         k = self._gate.k
