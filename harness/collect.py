@@ -15,6 +15,7 @@ identity differs (the writer's ``force``); without ``resume`` it replaces the ru
 from __future__ import annotations
 
 import contextlib
+import gc
 import shutil
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -192,7 +193,14 @@ def open_writer(
     """The run folder's writer with the command line's ``resume``/``force`` meaning."""
     if force and not resume:
         clear_run(out)
-    return RunWriter.for_runner(out, runner, config=config, resume=resume, force=force)
+    try:
+        return RunWriter.for_runner(out, runner, config=config, resume=resume, force=force)
+    except ExportError as exc:
+        # The writer takes the folder's lock before it compares identities; the half-made
+        # writer lives on in the traceback's frames (and holds the lock) until they are freed.
+        exc.with_traceback(None)
+        gc.collect()
+        raise
 
 
 @dataclass

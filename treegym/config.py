@@ -43,6 +43,7 @@ DEFAULT_N_TASKS = 4
 SAMPLER_DEFAULTS: dict[str, dict[str, Any]] = {
     "tree_grpo": {"m": 2, "n": 2, "l": 1, "k": 3},  # TreeGRPOSampler.published()
     "chain": {"group_size": 6},  # the same 6 trajectories per task as published Tree-GRPO
+    "selective": {"inner": "chain", "inner.group_size": 8, "k": 10, "d_l": 0.12},  # G=8 point
 }
 """Sampler parameters used when none are given (the run records the resolved ones)."""
 
@@ -156,13 +157,6 @@ class CollectConfig:
 
     def validate(self) -> None:
         """Check everything that can be checked without running (raises :class:`ConfigError`)."""
-        from treegym.harness import SAMPLERS
-
-        if self.sampler not in SAMPLERS:
-            raise ConfigError(
-                f"unknown sampler {self.sampler!r}{_suggest(self.sampler, SAMPLERS)}; "
-                f"choose one of {', '.join(sorted(SAMPLERS))}"
-            )
         self.build_sampler()
         parse_policy(self.policy)
         for name, value, low in (
@@ -184,21 +178,61 @@ class CollectConfig:
             raise ConfigError("env_kwargs and sampler_params must be tables of key = value")
 
     def build_sampler(self) -> Any:
-        from treegym.harness import SAMPLERS
+        return build_sampler(self.sampler, self.resolved_sampler_params())
 
-        cls = SAMPLERS[self.sampler]
-        params = self.resolved_sampler_params()
-        known = [f.name for f in fields(cls) if f.name != "name"]
-        unknown = [k for k in params if k not in known]
-        if unknown:
+
+def sampler_parameters(cls: type) -> list[str]:
+    """What ``-p key=value`` can set on a sampler class: its scalar dataclass fields, and
+    ``inner`` (a sampler name) for samplers that wrap another one."""
+    out = []
+    for f in fields(cls):
+        if f.name in ("name", "estimators"):
+            continue
+        if f.name == "inner":
+            out.append(f.name)
+            continue
+        default = f.default
+        if default is dataclasses.MISSING and f.default_factory is not dataclasses.MISSING:
+            default = f.default_factory()
+        if default is None or isinstance(default, (bool, int, float, str)):
+            out.append(f.name)
+    return out
+
+
+def build_sampler(name: str, params: Mapping[str, Any]) -> Any:
+    """A sampler from its name and ``-p`` parameters; ``inner.KEY`` parameters go to the
+    wrapped sampler named by ``inner`` (e.g. ``selective`` with ``inner=chain``)."""
+    from treegym.harness import SAMPLERS
+
+    if name not in SAMPLERS:
+        raise ConfigError(
+            f"unknown sampler {name!r}{_suggest(name, SAMPLERS)}; "
+            f"choose one of {', '.join(sorted(SAMPLERS))}"
+        )
+    cls = SAMPLERS[name]
+    known = sampler_parameters(cls)
+    own = {k: v for k, v in params.items() if not k.startswith("inner.")}
+    nested = {k[len("inner.") :]: v for k, v in params.items() if k.startswith("inner.")}
+    unknown = [k for k in own if k not in known]
+    if nested and "inner" not in known:
+        unknown.append(next(f"inner.{k}" for k in nested))
+    if unknown:
+        raise ConfigError(
+            f"unknown parameter {unknown[0]!r} for sampler {name}"
+            f"{_suggest(unknown[0], known)}; its parameters are {', '.join(known)}"
+        )
+    if "inner" in own:
+        inner_name = own["inner"]
+        if not isinstance(inner_name, str) or inner_name == name:
             raise ConfigError(
-                f"unknown parameter {unknown[0]!r} for sampler {self.sampler}"
-                f"{_suggest(unknown[0], known)}; its parameters are {', '.join(known)}"
+                f"sampler {name}: inner must name another sampler, got {inner_name!r}"
             )
-        try:
-            return cls(**params)
-        except (TypeError, ValueError) as exc:
-            raise ConfigError(f"sampler {self.sampler}: {exc}") from None
+        inner_params = {**SAMPLER_DEFAULTS.get(inner_name, {}), **nested}
+        own["inner"] = build_sampler(inner_name, inner_params)
+    try:
+        return cls(**own)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"sampler {name}: {exc}") from None
 
 
 # ---------------------------------------------------------------------- config files

@@ -468,7 +468,7 @@ function show(panel,run,task,tree,n){
 function draw(panel,run,ti){
  const svg=panel.querySelector('svg.tree');while(svg.firstChild)svg.removeChild(svg.firstChild);
  const task=run.tasks[ti];if(!task){svg.setAttribute('data-nodes','0');return;}
- const DX=30,DY=20,X0=56;let row=0,maxDepth=0,count=0,first=null;
+ const DX=30,DY=20,X0=56;let row=0,maxDepth=0,count=0,first=null;panel.circles={};
  const gE=el('g',{},svg),gN=el('g',{},svg);
  for(const tree of task.trees){
   const nodes={};for(const a of tree.nodes){const n={};COLS.forEach((c,i)=>n[c]=a[i]);
@@ -496,7 +496,7 @@ function draw(panel,run,ti){
    c.addEventListener('click',()=>{svg.querySelectorAll('.selected').forEach(
     s=>s.classList.remove('selected'));c.classList.add('selected');show(panel,run,task,tree,n);});
    if(n.training){el('rect',{x:n.x+7,y:n.y-3,width:6,height:6,fill:'#2b3340'},gN);}
-   count++;if(first===null)first=[c,tree,n];}
+   panel.circles[tree.index+'/'+n.id]=c;count++;if(first===null)first=[c,tree,n];}
   row+=0.6;}
  svg.setAttribute('width',X0+(maxDepth+1)*DX+20);svg.setAttribute('height',row*DY+10);
  svg.setAttribute('data-nodes',String(count));svg.setAttribute('data-task',task.id);
@@ -513,6 +513,13 @@ panels.forEach((p,i)=>{const sel=p.querySelector('select');
    if(j>=0&&q.querySelector('select').value!=String(j)){q.querySelector('select').value=j;
     draw(q,runs[k],j);}});});
  draw(p,runs[i],0);});
+// #task=ID&tree=T&node=N opens a task and clicks a node (links into the report; tests).
+const want=new URLSearchParams(location.hash.slice(1));
+if(want.has('task'))panels.forEach((p,i)=>{
+ const j=runs[i].tasks.findIndex(t=>t.id===want.get('task'));if(j<0)return;
+ p.querySelector('select').value=j;draw(p,runs[i],j);
+ const c=p.circles[(want.get('tree')||'0')+'/'+(want.get('node')||'0')];
+ if(c)c.dispatchEvent(new MouseEvent('click',{bubbles:true}));});
 document.body.setAttribute('data-ready','1');
 })();
 """
