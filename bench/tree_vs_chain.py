@@ -16,15 +16,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import statistics
-import sys
-from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
-
-from train_embedded_model import EVAL_SEEDS, game_spec
 
 from treegym.envs.textworld_games import make_game
 from treegym.harness import (
@@ -37,7 +31,8 @@ from treegym.harness import (
     TreeGRPOSampler,
 )
 from treegym.policies import ReActTemplate, SamplingParams
-from treegym.policies.embedded import embedded_model_path
+from treegym.policies.embedded import EVAL_SEEDS, embedded_model_path
+from treegym.policies.embedded import embedded_game_spec as game_spec
 from treegym.policies.hf import HFPolicy
 
 

@@ -15,7 +15,6 @@ identity differs (the writer's ``force``); without ``resume`` it replaces the ru
 from __future__ import annotations
 
 import contextlib
-import gc
 import shutil
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -193,14 +192,7 @@ def open_writer(
     """The run folder's writer with the command line's ``resume``/``force`` meaning."""
     if force and not resume:
         clear_run(out)
-    try:
-        return RunWriter.for_runner(out, runner, config=config, resume=resume, force=force)
-    except ExportError as exc:
-        # The writer takes the folder's lock before it compares identities; the half-made
-        # writer lives on in the traceback's frames (and holds the lock) until they are freed.
-        exc.with_traceback(None)
-        gc.collect()
-        raise
+    return RunWriter.for_runner(out, runner, config=config, resume=resume, force=force)
 
 
 @dataclass
@@ -254,8 +246,7 @@ async def collect(
             record.update(dict(extra_manifest or {}))
             sessions = int(record.get("sessions", 0))
             record["sessions"] = sessions + 1
-            writer.manifest["collect"] = record
-            writer._write_manifest()
+            writer.record("collect", record)
             meter.attach(runner)
             if on_start is not None:
                 on_start(writer, todo)
@@ -270,9 +261,8 @@ async def collect(
             finally:
                 wall = time.perf_counter() - t0
                 record["wall_s"] = round(float(record.get("wall_s", 0.0)) + wall, 3)
-                writer.manifest["collect"] = record
                 with contextlib.suppress(OSError):
-                    writer._write_manifest()
+                    writer.record("collect", record)
             manifest = writer.finalize() if finalize else writer.manifest
     finally:
         with contextlib.suppress(Exception):

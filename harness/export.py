@@ -405,39 +405,46 @@ class RunWriter:
         manifest = self._open_folder(resume)
         self.path.mkdir(parents=True, exist_ok=True)
         self._lock = _lock(self.path / LOCK)
-        if manifest is not None:
-            self._roll_forward_finalize()
-            manifest = read_manifest(self.path) or manifest
-        if manifest is None:
-            self.manifest: dict[str, Any] = {
-                "format": FORMAT,
-                "schema_version": SCHEMA_VERSION,
-                "run_id": uuid.uuid4().hex[:12],
-                "created": _now(),
-                "status": "collecting",
-                "compacted": 0,
-                **identity,
-                "versions": package_versions(),
-            }
-        else:
-            mine = {k: manifest.get(k) for k in identity}
-            diff = _diff_keys(_comparable(mine), _comparable(identity))
-            if diff and not force:
-                raise RunMismatchError(
-                    f"{self.path / MANIFEST} holds another run (differs in: {', '.join(diff)}); "
-                    "use a new folder, or force=True to continue it anyway"
-                )
-            self.estimators = list(manifest.get("estimators") or self.estimators)
-            manifest["status"] = "collecting"
-            if diff:
-                manifest.setdefault("forced_resumes", []).append({"time": _now(), "differs": diff})
-            self.manifest = manifest
-        (self.path / PARTS).mkdir(exist_ok=True)
-        self._write_manifest()
-        self._ledger = read_ledger(self.path, repair=True)
-        self._remove_unfinished_parts()
-        self.finished: set[str] = {e["task_id"] for e in self._ledger}
-        """Task ids already written (skip them when resuming)."""
+        try:  # a refused folder must not stay locked until garbage collection
+            if manifest is not None:
+                self._roll_forward_finalize()
+                manifest = read_manifest(self.path) or manifest
+            if manifest is None:
+                self.manifest: dict[str, Any] = {
+                    "format": FORMAT,
+                    "schema_version": SCHEMA_VERSION,
+                    "run_id": uuid.uuid4().hex[:12],
+                    "created": _now(),
+                    "status": "collecting",
+                    "compacted": 0,
+                    **identity,
+                    "versions": package_versions(),
+                }
+            else:
+                mine = {k: manifest.get(k) for k in identity}
+                diff = _diff_keys(_comparable(mine), _comparable(identity))
+                if diff and not force:
+                    raise RunMismatchError(
+                        f"{self.path / MANIFEST} holds another run "
+                        f"(differs in: {', '.join(diff)}); "
+                        "use a new folder, or force=True to continue it anyway"
+                    )
+                self.estimators = list(manifest.get("estimators") or self.estimators)
+                manifest["status"] = "collecting"
+                if diff:
+                    manifest.setdefault("forced_resumes", []).append(
+                        {"time": _now(), "differs": diff}
+                    )
+                self.manifest = manifest
+            (self.path / PARTS).mkdir(exist_ok=True)
+            self._write_manifest()
+            self._ledger = read_ledger(self.path, repair=True)
+            self._remove_unfinished_parts()
+            self.finished: set[str] = {e["task_id"] for e in self._ledger}
+            """Task ids already written (skip them when resuming)."""
+        except BaseException:
+            self.close()
+            raise
 
     @classmethod
     def for_runner(
@@ -645,6 +652,11 @@ class RunWriter:
                 f"{entry['task_id']!r}; the part was damaged after it was written"
             )
         return pq.read_table(path, page_checksum_verification=True)
+
+    def record(self, key: str, value: Any) -> None:
+        """Store ``value`` under ``key`` in the manifest, written to disk atomically now."""
+        self.manifest[key] = value
+        self._write_manifest()
 
     def close(self) -> None:
         """Release the folder's writer lock (finished tasks are already on disk)."""

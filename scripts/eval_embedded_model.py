@@ -12,18 +12,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import sys
 import time
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from train_embedded_model import EVAL_SEEDS, game_spec
 
 from treegym.envs.textworld_env import TextWorldEnv
 from treegym.envs.textworld_games import make_game
 from treegym.harness.episode import play_episode
 from treegym.policies import ReActTemplate, SamplingParams
+from treegym.policies.embedded import EVAL_SEEDS
+from treegym.policies.embedded import embedded_game_spec as game_spec
 from treegym.policies.hf import HFPolicy
 
 

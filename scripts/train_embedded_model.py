@@ -26,21 +26,11 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from treegym.envs.textworld_env import TextWorldEnv
+from treegym.policies.embedded import EVAL_SEEDS, TRAIN_SEEDS
+from treegym.policies.embedded import embedded_game_spec as game_spec
 from treegym.policies.react import ReActTemplate
 from treegym.policies.scripted import ScriptedPolicy
 from treegym.policies.tokenizer import train_react_tokenizer
-
-
-def game_spec(seed: int) -> str:
-    """The embedded model's task family: one-ingredient tw-cooking games of varied layout."""
-    rng = random.Random(seed)
-    go = rng.choice([1, 1, 6])
-    opened = rng.choice(["true", "false"])
-    return f"tw-cooking:recipe=1,take=1,go={go},open={opened},seed={seed}"
-
-
-TRAIN_SEEDS = range(0, 10_000)
-EVAL_SEEDS = range(10_000, 20_000)
 
 
 def collect(

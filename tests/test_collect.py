@@ -4,16 +4,14 @@ interruption, --force, and every bad input giving one line and exit 2."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
 from treegym.cli import app
-from treegym.config import CollectConfig, embedded_game_spec, resolve_config, task_list
+from treegym.config import CollectConfig, resolve_config, task_list
 from treegym.harness import collect as collect_mod
 from treegym.harness import load_run
 
@@ -202,18 +200,6 @@ def test_default_config_is_the_embedded_family_with_published_tree_grpo():
     tasks = task_list(cfg)
     assert [t[0] for t in tasks] == [f"cooking-{s}" for s in range(10_000, 10_004)]
     assert cfg.out_path().parent == Path("runs")
-
-
-def test_embedded_family_matches_the_training_script():
-    spec = importlib.util.spec_from_file_location(
-        "train_embedded_model", ROOT / "scripts" / "train_embedded_model.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("train_embedded_model", module)
-    spec.loader.exec_module(module)
-    for seed in [*range(0, 50), *range(10_000, 10_050)]:
-        assert embedded_game_spec(seed) == module.game_spec(seed)
-    assert min(module.EVAL_SEEDS) == 10_000
 
 
 def test_tasks_from_a_folder_of_games(tmp_path, cooking_game):

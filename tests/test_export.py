@@ -284,8 +284,9 @@ def test_writer_refuses_duplicates_foreign_folders_and_other_runs(collected, tmp
     with pytest.raises(ExportError, match="being written by another RunWriter"):
         _writer(tmp_path / "run", runner, resume=True)  # two collectors on one folder
     w.close()
-    with pytest.raises(RunMismatchError, match=r"differs in: .*sampler"):
+    with pytest.raises(RunMismatchError, match=r"differs in: .*sampler") as refused:
         _writer(tmp_path / "run", other, resume=True)
+    assert refused.value.__traceback__ is not None  # kept alive: it must not hold the lock
     forced = _writer(tmp_path / "run", other, resume=True, force=True)
     assert forced.finished == {results[0].task.task_id}
     assert forced.manifest["forced_resumes"][0]["differs"]

@@ -25,15 +25,14 @@ import dataclasses
 import datetime as _dt
 import difflib
 import json
-import random
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from treegym.policies.embedded import EMBEDDED_TASK_FAMILY
+from treegym.policies.embedded import EVAL_SEEDS, embedded_game_spec
 
-EMBEDDED_EVAL_SEED = 10_000
+EMBEDDED_EVAL_SEED = EVAL_SEEDS.start
 """First held-out seed of the embedded model's family (``scripts/train_embedded_model.py``
 trains on seeds 0–9,999 and evaluates on 10,000–19,999)."""
 
@@ -70,14 +69,6 @@ LOCATION_KEYS = ("out", "name")
 
 class ConfigError(ValueError):
     """A configuration that cannot run: the message is the whole explanation (one line)."""
-
-
-def embedded_game_spec(seed: int) -> str:
-    """The embedded model's task family (the same rule as ``train_embedded_model.game_spec``)."""
-    rng = random.Random(seed)
-    go = rng.choice([1, 1, 6])
-    opened = rng.choice(["true", "false"])
-    return EMBEDDED_TASK_FAMILY.format(go=go, open=opened, seed=seed)
 
 
 @dataclass
