@@ -62,6 +62,8 @@ def parse_task(task: Any) -> int:
         raise UnknownTaskError(f"ToyRooms task must be an int or 'toy-<n>', got {task!r}")
     if isinstance(task, int) and task >= 0:
         return task
+    if isinstance(task, str) and task.isdigit():
+        return int(task)
     if isinstance(task, str) and task.startswith("toy-") and task[4:].isdigit():
         return int(task[4:])
     raise UnknownTaskError(f"ToyRooms task must be a non-negative int or 'toy-<n>', got {task!r}")

@@ -344,7 +344,7 @@ def _validate(
             )
     gen = pc.list_value_length(nodes.column("generated_ids"))
     lps = pc.list_value_length(nodes.column("logprobs"))
-    if not pc.all(pc.equal(gen, lps)).as_py():
+    if pc.any(pc.not_equal(gen, lps)).as_py():  # (``all`` of nothing is null, not true)
         raise RunLoadError(f"{path}/{NODES}: a node has a logprob count unlike its generated ids")
 
 

@@ -469,3 +469,10 @@ def test_a_task_that_failed_is_recorded_and_not_retried(template, tmp_path):
     assert run.manifest["failed_tasks"] == ["bad"] and sorted(run.task_ids) == ["bad", "toy-0"]
     assert set(run.samples.task_id) == {"toy-0"}
     assert "bad" in _writer(tmp_path / "run", runner, resume=True).finished
+    only_failed, failed_results = _collect(
+        template, ChainSampler(2), [Task("bad", {"task": "castle"})]
+    )
+    with _writer(tmp_path / "all-failed", only_failed) as w:
+        w.write_all(failed_results)
+    empty = load_run(tmp_path / "all-failed")  # a run where every task failed still loads
+    assert empty.manifest["failed_tasks"] == ["bad"] and len(empty.nodes) == len(empty.samples) == 0
