@@ -383,6 +383,20 @@ def collect_command(
     workers: Annotated[
         int | None, typer.Option(help="Env worker processes (0: in this process). [default: 2]")
     ] = None,
+    executor_kind: Annotated[
+        str | None,
+        typer.Option(
+            "--executor",
+            help="Env executor: process (worker processes) or ray (actors). [default: process]",
+        ),
+    ] = None,
+    ray_address: Annotated[
+        str | None,
+        typer.Option(
+            help="Ray cluster for --executor ray (auto, HOST:PORT, ray://HOST:PORT). "
+            "[default: start a local Ray]"
+        ),
+    ] = None,
     seed: Annotated[
         int | None, typer.Option(help="Seed of sampling and the policy. [default: 0]")
     ] = None,
@@ -422,13 +436,14 @@ def collect_command(
 
     from treegym.config import (
         ConfigError,
+        build_executor,
         build_policy,
         prepare_tasks,
         resolve_config,
         task_list,
     )
     from treegym.envs import TextEnvError
-    from treegym.harness import ExportError, InProcessExecutor, ProcessExecutor, Runner, Task
+    from treegym.harness import ExportError, Runner, Task
     from treegym.harness.collect import Meter, collect, open_writer
     from treegym.policies import SamplingParams
 
@@ -437,6 +452,7 @@ def collect_command(
         "sampler": sampler, "policy": policy, "tokenizer": tokenizer, "temperature": temperature,
         "max_new_tokens": max_new_tokens, "context_length": context_length,
         "token_budget": token_budget, "concurrency": concurrency, "workers": workers,
+        "executor": executor_kind, "ray_address": ray_address,
         "seed": seed, "out": out, "name": name,
     }  # fmt: skip
     try:
@@ -468,11 +484,10 @@ def collect_command(
             pol, template = build_policy(cfg)
         except (ConfigError, TextEnvError) as exc:
             _fail(str(exc))
-        executor: Any = (
-            ProcessExecutor(cfg.env, cfg.env_kwargs, n_workers=cfg.workers)
-            if cfg.workers
-            else InProcessExecutor(cfg.env, cfg.env_kwargs)
-        )
+        try:
+            executor: Any = build_executor(cfg)
+        except ConfigError as exc:
+            _fail(str(exc))
         runner = Runner(
             policy=pol, template=template, executor=executor, sampler=cfg.build_sampler(),
             sampling=SamplingParams(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature),

@@ -53,6 +53,7 @@ ENV_DEFAULT_TASKS = {
 }
 
 POLICY_FORMS = "embedded, hf:PATH, sglang:URL, scripted:expert[:EPSILON], scripted:random"
+EXECUTORS = ("process", "ray")
 GAME_FILES = ("*.z8", "*.ulx", "game.tw-pddl")
 
 IDENTITY_KEYS = (
@@ -61,7 +62,7 @@ IDENTITY_KEYS = (
     "seed",
 )  # fmt: skip
 """Keys that change what a run samples: stored in ``config.collect`` (the run's identity)."""
-RUNTIME_KEYS = ("concurrency", "workers")
+RUNTIME_KEYS = ("concurrency", "workers", "executor", "ray_address")
 """Keys that change only how fast: stored in ``collect.invocation``, free to differ on resume."""
 LOCATION_KEYS = ("out", "name")
 """Where the run goes: accepted in a config file, never read back from a run's manifest."""
@@ -98,7 +99,12 @@ class CollectConfig:
     concurrency: int = 4
     """Tasks grown at once."""
     workers: int = 2
-    """Env worker processes (0: envs run in this process)."""
+    """Env worker processes (0: envs run in this process), or Ray actors with ``executor="ray"``."""
+    executor: str = "process"
+    """``process`` (local worker processes; ``workers=0``: in this process) or ``ray`` (actors)."""
+    ray_address: str | None = None
+    """Ray cluster to join with ``executor="ray"`` (``auto``, ``HOST:PORT``, ``ray://HOST:PORT``);
+    ``None``: start a local Ray."""
     out: str | None = None
     name: str | None = None
 
@@ -139,7 +145,9 @@ class CollectConfig:
         return json.loads(json.dumps(out))
 
     def invocation(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in RUNTIME_KEYS}
+        out = {k: getattr(self, k) for k in RUNTIME_KEYS}
+        defaults = {"executor": "process", "ray_address": None}  # recorded only when changed
+        return {k: v for k, v in out.items() if k not in defaults or v != defaults[k]}
 
     # ------------------------------------------------------------------ building
     def merged(self, overrides: Mapping[str, Any], source: str) -> CollectConfig:
@@ -165,6 +173,15 @@ class CollectConfig:
             )
         if self.temperature < 0:
             raise ConfigError(f"temperature must be >= 0, got {self.temperature}")
+        if self.executor not in EXECUTORS:
+            raise ConfigError(
+                f"unknown executor {self.executor!r}{_suggest(self.executor, EXECUTORS)}; "
+                f"use one of: {', '.join(EXECUTORS)}"
+            )
+        if self.executor == "ray" and self.workers < 1:
+            raise ConfigError("--executor ray needs --workers >= 1 (the number of env actors)")
+        if self.ray_address and self.executor != "ray":
+            raise ConfigError("--ray-address needs --executor ray")
         if not isinstance(self.env_kwargs, dict) or not isinstance(self.sampler_params, dict):
             raise ConfigError("env_kwargs and sampler_params must be tables of key = value")
 
@@ -238,6 +255,7 @@ _FIELD_TYPES = {
     "sampler_params": (dict,), "policy": (str,), "tokenizer": (str, type(None)),
     "temperature": (float, int), "max_new_tokens": (int,), "context_length": (int,),
     "token_budget": (int, type(None)), "seed": (int,), "concurrency": (int,), "workers": (int,),
+    "executor": (str,), "ray_address": (str, type(None)),
     "out": (str, type(None)), "name": (str, type(None)),
 }  # fmt: skip
 
@@ -316,6 +334,24 @@ def resolve_config(
         cfg.sampler_params = {**cfg.sampler_params, **sampler_params}
     cfg.validate()
     return cfg, source
+
+
+# ---------------------------------------------------------------------- executors
+def build_executor(cfg: CollectConfig) -> Any:
+    """The env executor of ``cfg``: Ray actors, worker processes, or this process."""
+    from treegym.harness import InProcessExecutor, ProcessExecutor
+
+    if cfg.executor == "ray":
+        from treegym.harness.ray_executor import RayExecutor, RayUnavailableError
+
+        try:
+            return RayExecutor(cfg.env, cfg.env_kwargs, n_workers=cfg.workers,
+                               address=cfg.ray_address)  # fmt: skip
+        except RayUnavailableError as exc:
+            raise ConfigError(str(exc)) from None
+    if cfg.workers:
+        return ProcessExecutor(cfg.env, cfg.env_kwargs, n_workers=cfg.workers)
+    return InProcessExecutor(cfg.env, cfg.env_kwargs)
 
 
 # ---------------------------------------------------------------------- policies

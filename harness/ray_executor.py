@@ -1,0 +1,184 @@
+"""Env workers as Ray actors: the same :class:`EnvWorkerCore` as the process pool, on a cluster.
+
+Each actor wraps one :class:`~treegym.harness.executor.EnvWorkerCore`; a node's native
+snapshot stays inside the actor that made it, and the :class:`StateHandle`'s ``worker`` index
+names that actor, so expanding a node is always scheduled onto the actor that already holds its
+state (a restore in place there; nothing travels but the action and the observation). Tasks are
+pinned to actors by the runner's affinity (``worker = task index % n_workers``), exactly like
+:class:`~treegym.harness.executor.ProcessExecutor`, so a seeded run gives the same trees.
+
+Ray is the distributed engine: ``RayExecutor(env_id, n_workers=8, address="ray://head:10001")``
+or ``address="auto"`` joins a running cluster; with no address a local Ray starts (and is shut
+down again by :meth:`close`). An actor that dies (node lost, OOM, ``ray.kill``) fails only the
+branches that needed it, with an :class:`EnvWorkerError` naming the actor; its tasks' other
+work on live actors goes on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Sequence
+from typing import Any
+
+from .executor import EnvExecutor, EnvWorkerCore, EnvWorkerError, StateHandle, StepOutcome, task_key
+
+
+class RayUnavailableError(EnvWorkerError):
+    """Ray is not installed, or the cluster at the given address cannot be reached."""
+
+
+class _EnvActor:
+    """Actor body: one :class:`EnvWorkerCore` (envs per task, snapshots per node)."""
+
+    def __init__(self, env_id: str, env_kwargs: dict[str, Any], worker: int) -> None:
+        self.core = EnvWorkerCore(env_id, env_kwargs, worker)
+
+    def call(self, method: str, *args: Any) -> Any:
+        return getattr(self.core, method)(*args)
+
+    def ping(self) -> int:
+        return self.core.worker
+
+
+def _ray() -> Any:
+    try:
+        import ray
+    except ImportError as exc:  # pragma: no cover - ray is a dependency
+        raise RayUnavailableError(f"the ray executor needs `ray` ({exc})") from None
+    return ray
+
+
+class RayExecutor(EnvExecutor):
+    """``n_workers`` Ray actors, each holding pooled envs and the snapshots it made.
+
+    ``address``: ``None`` starts a local Ray (``num_cpus`` CPUs, no dashboard) unless one is
+    already initialised in this process; ``"auto"`` or ``"ray://host:port"`` / ``"host:port"``
+    joins a cluster. ``connect_timeout_s`` bounds how long an unreachable address may take.
+    """
+
+    def __init__(
+        self,
+        env_id: str,
+        env_kwargs: dict[str, Any] | None = None,
+        n_workers: int = 2,
+        *,
+        address: str | None = None,
+        num_cpus: int | None = None,
+        actor_cpus: float = 0.5,
+        connect_timeout_s: float = 30.0,
+        init_kwargs: dict[str, Any] | None = None,
+    ) -> None:
+        if n_workers < 1:
+            raise ValueError(f"n_workers must be >= 1, got {n_workers}")
+        ray = _ray()
+        self.n_workers = n_workers
+        self._owns_ray = False
+        _probe(address, connect_timeout_s)
+        if not ray.is_initialized():
+            kwargs: dict[str, Any] = {
+                "include_dashboard": False, "log_to_driver": False,
+                "configure_logging": False, **(init_kwargs or {}),
+            }  # fmt: skip
+            if address is None:
+                kwargs["num_cpus"] = num_cpus if num_cpus is not None else max(2, n_workers)
+            _init(ray, address, kwargs)
+            self._owns_ray = True
+        remote = ray.remote(num_cpus=actor_cpus, max_restarts=0, max_concurrency=1)(_EnvActor)
+        self.names = [f"treegym-env-{i}" for i in range(n_workers)]
+        self.actors = [remote.remote(env_id, dict(env_kwargs or {}), i) for i in range(n_workers)]
+        self._dead: dict[int, str] = {}
+        try:
+            ray.get([a.ping.remote() for a in self.actors], timeout=max(60.0, connect_timeout_s))
+        except Exception as exc:
+            self._shutdown()
+            raise RayUnavailableError(
+                f"ray env actors did not start: {type(exc).__name__}: {exc}"
+            ) from None
+
+    def actor_id(self, worker: int) -> str:
+        return self.actors[worker % self.n_workers]._actor_id.hex()
+
+    def _describe(self, worker: int) -> str:
+        i = worker % self.n_workers
+        return f"ray actor {self.names[i]} (id {self.actor_id(i)[:12]})"
+
+    async def _call(self, worker: int, method: str, *args: Any) -> Any:
+        ray = _ray()
+        i = worker % self.n_workers
+        if i in self._dead:
+            raise EnvWorkerError(self._dead[i])
+        ref = self.actors[i].call.remote(method, *args)
+        try:
+            return await ref
+        except ray.exceptions.RayActorError as exc:
+            cause = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            self._dead[i] = f"{self._describe(i)} died: {cause}"
+            raise EnvWorkerError(self._dead[i]) from None
+        except ray.exceptions.RayTaskError as exc:
+            inner = exc.cause if getattr(exc, "cause", None) is not None else exc
+            if isinstance(inner, EnvWorkerError):
+                raise EnvWorkerError(str(inner)) from None
+            raise EnvWorkerError(f"{type(inner).__name__}: {inner}") from None
+
+    async def reset(self, worker: int, options: dict[str, Any], seed: int) -> StepOutcome:
+        return await self._call(worker, "reset", task_key(options), seed, options)
+
+    async def step(self, state: StateHandle, action: str) -> StepOutcome:
+        return await self._call(state.worker, "step", state.snap, action)
+
+    async def release(self, states: Sequence[StateHandle]) -> None:
+        by_worker: dict[int, list[int]] = {}
+        for s in states:
+            by_worker.setdefault(s.worker, []).append(s.snap)
+        for worker, snaps in by_worker.items():
+            if worker % self.n_workers not in self._dead:
+                await self._call(worker, "release", snaps)
+
+    async def drop_task(self, worker: int, options: dict[str, Any]) -> None:
+        if worker % self.n_workers not in self._dead:
+            await self._call(worker, "drop_task", task_key(options))
+
+    def _shutdown(self) -> None:
+        ray = _ray()
+        for a in getattr(self, "actors", []):
+            with contextlib.suppress(Exception):  # already dead
+                ray.kill(a)
+        self.actors = []
+        if self._owns_ray and ray.is_initialized():
+            ray.shutdown()
+            self._owns_ray = False
+
+    async def close(self) -> None:
+        await asyncio.to_thread(self._shutdown)
+
+
+def _probe(address: str | None, timeout: float) -> None:
+    """Ray's GCS client retries an unreachable address for minutes: a TCP probe first turns
+    that into one clear line within ``timeout``."""
+    import socket
+
+    if address in (None, "auto", "local"):
+        return
+    hostport = address.split("://", 1)[-1].rsplit("/", 1)[0]
+    host, _, port = hostport.rpartition(":")
+    try:
+        socket.create_connection((host or "127.0.0.1", int(port)), timeout=min(timeout, 10)).close()
+    except (OSError, ValueError) as exc:
+        raise RayUnavailableError(
+            f"cannot reach the Ray cluster at {address!r}: {type(exc).__name__}: {exc}"
+        ) from None
+
+
+def _init(ray: Any, address: str | None, kwargs: dict[str, Any]) -> None:
+    """``ray.init``, with any failure as one clear line."""
+    try:
+        ray.init(address=address, **kwargs)
+    except Exception as exc:
+        text = " ".join(str(exc).split())
+        if len(text) > 240:
+            text = text[:240] + " …"
+        where = f"the Ray cluster at {address!r}" if address else "a local Ray"
+        raise RayUnavailableError(
+            f"cannot connect to {where}: {type(exc).__name__}: {text}"
+        ) from None
