@@ -22,8 +22,8 @@ import json
 import multiprocessing
 import time
 import traceback
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from treegym.envs import Snapshot, TextEnv, make
@@ -31,6 +31,10 @@ from treegym.envs import Snapshot, TextEnv, make
 
 class EnvWorkerError(RuntimeError):
     """An env raised inside a worker, or the worker itself died."""
+
+
+class EnvWorkerDied(EnvWorkerError):
+    """The worker process itself died (killed, crashed); its snapshots are gone."""
 
 
 @dataclass(frozen=True)
@@ -121,6 +125,15 @@ class EnvWorkerCore:
             if key is not None and self.at.get(key) == snap_id:
                 self.at[key] = None
 
+    def rebuild(self, key: str, seed: int, options: dict[str, Any], actions: Sequence[str]) -> int:
+        """Re-create a lost state by deterministic replay (reset, then the actions); its id."""
+        env = self._env(key)
+        self.at[key] = None
+        env.reset(seed=seed, options=options)
+        for action in actions:
+            env.step(action)
+        return self._keep(key, env)[0]
+
     def drop_task(self, key: str) -> None:
         env = self.envs.pop(key, None)
         self.at.pop(key, None)
@@ -182,9 +195,15 @@ class InProcessExecutor(EnvExecutor):
         await self._call("drop_task", task_key(options))
 
 
-def _worker_main(conn: Any, env_id: str, env_kwargs: dict[str, Any], worker: int) -> None:
-    """Child-process loop: ``(method, args)`` in, ``("ok", result)`` or ``("err", text)`` out."""
+def _worker_main(
+    conn: Any, env_id: str, env_kwargs: dict[str, Any], worker: int, first_snap: int = 0
+) -> None:
+    """Child-process loop: ``(method, args)`` in, ``("ok", result)`` or ``("err", text)`` out.
+
+    ``first_snap``: a respawned worker numbers its snapshots after its predecessor's.
+    """
     core = EnvWorkerCore(env_id, env_kwargs, worker)
+    core._next = first_snap
     while True:
         try:
             msg = conn.recv()
@@ -200,10 +219,13 @@ def _worker_main(conn: Any, env_id: str, env_kwargs: dict[str, Any], worker: int
 
 
 class _Worker:
-    def __init__(self, ctx: Any, env_id: str, env_kwargs: dict[str, Any], index: int) -> None:
+    def __init__(
+        self, ctx: Any, env_id: str, env_kwargs: dict[str, Any], index: int, first_snap: int = 0
+    ) -> None:
         self.index = index
         self.conn, child = ctx.Pipe()
-        self.proc = ctx.Process(target=_worker_main, args=(child, env_id, env_kwargs, index),
+        self.proc = ctx.Process(target=_worker_main,
+                                args=(child, env_id, env_kwargs, index, first_snap),
                                 daemon=True, name=f"treegym-env-{index}")  # fmt: skip
         self.proc.start()
         child.close()
@@ -215,7 +237,7 @@ class _Worker:
             reply = self.conn.recv()
         except (EOFError, BrokenPipeError, ConnectionResetError, OSError):
             self.proc.join(1)
-            raise EnvWorkerError(
+            raise EnvWorkerDied(
                 f"env worker {self.index} died (exit code {self.proc.exitcode})"
             ) from None
         if reply[0] == "err":
@@ -223,36 +245,140 @@ class _Worker:
         return reply[1]
 
 
-class ProcessExecutor(EnvExecutor):
-    """``n_workers`` env processes; the caller pins each task to ``worker`` (its affinity)."""
+@dataclass(frozen=True)
+class _Recipe:
+    """How to re-create a handle's state in a fresh worker: reset, then replay the actions."""
 
-    def __init__(self, env_id: str, env_kwargs: dict[str, Any] | None = None, n_workers: int = 2):
+    generation: int
+    """The worker incarnation that holds the handle's native snapshot."""
+    key: str
+    seed: int
+    options: dict[str, Any]
+    actions: tuple[str, ...]
+
+
+class ProcessExecutor(EnvExecutor):
+    """``n_workers`` env processes; the caller pins each task to ``worker`` (its affinity).
+
+    Worker death is recovered: a worker that dies (SIGKILL, a crash in native code) is
+    respawned, and a handle whose snapshot died with it is re-created in the new worker by
+    deterministic replay of its recipe (reset seed, options, actions since reset), which the
+    executor keeps per live handle. A call is retried on at most ``max_respawns`` fresh workers
+    before :class:`EnvWorkerDied` is raised (so an env that kills its worker every time fails
+    its branch instead of looping).
+    """
+
+    def __init__(self, env_id: str, env_kwargs: dict[str, Any] | None = None, n_workers: int = 2,
+                 max_respawns: int = 2):  # fmt: skip
         if n_workers < 1:
             raise ValueError(f"n_workers must be >= 1, got {n_workers}")
-        ctx = multiprocessing.get_context("spawn")
-        self.n_workers = n_workers
-        self.workers = [_Worker(ctx, env_id, dict(env_kwargs or {}), i) for i in range(n_workers)]
+        self._ctx = multiprocessing.get_context("spawn")
+        self._env_id, self._env_kwargs = env_id, dict(env_kwargs or {})
+        self.n_workers, self.max_respawns = n_workers, max_respawns
+        self.workers = [_Worker(self._ctx, env_id, self._env_kwargs, i) for i in range(n_workers)]
+        self.generation = [0] * n_workers
+        self.respawns = 0
+        self._max_snap = [0] * n_workers
+        self._recipes: dict[StateHandle, _Recipe] = {}
+        self._rebuilt: dict[StateHandle, tuple[int, int]] = {}  # handle -> (generation, snap)
+        self._respawn_lock = asyncio.Lock()
 
     async def _call(self, worker: int, method: str, *args: Any) -> Any:
         w = self.workers[worker % self.n_workers]
         async with w.lock:
             return await asyncio.to_thread(w.roundtrip, (method, args))
 
+    async def _respawn(self, worker: int, seen: int) -> None:
+        """Replace a dead worker (once per death, however many callers saw it die)."""
+        async with self._respawn_lock:
+            if self.generation[worker] != seen:
+                return
+            old = self.workers[worker]
+            await asyncio.to_thread(old.proc.join, 1)
+            if old.proc.is_alive():
+                old.proc.kill()
+                await asyncio.to_thread(old.proc.join)
+            with contextlib.suppress(OSError):
+                old.conn.close()
+            self.workers[worker] = _Worker(
+                self._ctx, self._env_id, self._env_kwargs, worker, self._max_snap[worker]
+            )
+            self.generation[worker] += 1
+            self.respawns += 1
+
+    async def _recovering(self, worker: int, attempt: Callable[[], Awaitable[Any]]) -> Any:
+        worker %= self.n_workers
+        deaths = 0
+        while True:
+            seen = self.generation[worker]
+            try:
+                return await attempt()
+            except EnvWorkerDied:
+                # Only a death of the worker this attempt started on counts; a caller queued
+                # on an incarnation that someone else has already replaced just retries.
+                if self.generation[worker] == seen:
+                    deaths += 1
+                    if deaths > self.max_respawns:
+                        raise
+                await self._respawn(worker, seen)
+
+    def _note(self, out: StepOutcome, recipe: _Recipe) -> StepOutcome:
+        w = out.state.worker
+        self._max_snap[w] = max(self._max_snap[w], out.state.snap)
+        self._recipes[out.state] = replace(recipe, generation=self.generation[w])
+        return out
+
+    async def _snap_of(self, state: StateHandle) -> int:
+        """The id under which ``state`` lives in the current worker (replaying it if lost)."""
+        recipe = self._recipes.get(state)
+        gen = self.generation[state.worker]
+        if recipe is None or recipe.generation == gen:
+            return state.snap
+        rebuilt = self._rebuilt.get(state)
+        if rebuilt is not None and rebuilt[0] == gen:
+            return rebuilt[1]
+        snap = await self._call(state.worker, "rebuild", recipe.key, recipe.seed, recipe.options,
+                                recipe.actions)  # fmt: skip
+        self._max_snap[state.worker] = max(self._max_snap[state.worker], snap)
+        self._rebuilt[state] = (gen, snap)
+        return snap
+
     async def reset(self, worker: int, options: dict[str, Any], seed: int) -> StepOutcome:
-        return await self._call(worker, "reset", task_key(options), seed, options)
+        key = task_key(options)
+
+        async def attempt() -> StepOutcome:
+            return await self._call(worker, "reset", key, seed, options)
+
+        out = await self._recovering(worker, attempt)
+        return self._note(out, _Recipe(0, key, seed, options, ()))
 
     async def step(self, state: StateHandle, action: str) -> StepOutcome:
-        return await self._call(state.worker, "step", state.snap, action)
+        async def attempt() -> StepOutcome:
+            return await self._call(state.worker, "step", await self._snap_of(state), action)
+
+        out = await self._recovering(state.worker, attempt)
+        recipe = self._recipes.get(state)
+        if recipe is None:  # a handle this executor did not make: no recovery for its children
+            return out
+        return self._note(out, replace(recipe, actions=(*recipe.actions, action)))
 
     async def release(self, states: Sequence[StateHandle]) -> None:
         by_worker: dict[int, list[int]] = {}
         for s in states:
-            by_worker.setdefault(s.worker, []).append(s.snap)
+            recipe = self._recipes.pop(s, None)
+            rebuilt = self._rebuilt.pop(s, None)
+            gen = self.generation[s.worker]
+            if recipe is None or recipe.generation == gen:
+                by_worker.setdefault(s.worker, []).append(s.snap)
+            if rebuilt is not None and rebuilt[0] == gen:
+                by_worker.setdefault(s.worker, []).append(rebuilt[1])
         for worker, snaps in by_worker.items():
-            await self._call(worker, "release", snaps)
+            with contextlib.suppress(EnvWorkerDied):  # a dead worker holds nothing to release
+                await self._call(worker, "release", snaps)
 
     async def drop_task(self, worker: int, options: dict[str, Any]) -> None:
-        await self._call(worker, "drop_task", task_key(options))
+        with contextlib.suppress(EnvWorkerDied):  # a dead worker holds no env to drop
+            await self._call(worker, "drop_task", task_key(options))
 
     async def close(self) -> None:
         for w in self.workers:
