@@ -403,8 +403,11 @@ class RunWriter:
             "tokenizer": tokenizer_identity(tokenizer),
         })  # fmt: skip
         manifest = self._open_folder(resume)
-        self.path.mkdir(parents=True, exist_ok=True)
-        self._lock = _lock(self.path / LOCK)
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            self._lock = _lock(self.path / LOCK)
+        except OSError as exc:
+            raise ExportError(f"cannot open run folder {self.path}: {exc.strerror or exc}") from exc
         try:  # a refused folder must not stay locked until garbage collection
             if manifest is not None:
                 self._roll_forward_finalize()
@@ -442,6 +445,9 @@ class RunWriter:
             self._remove_unfinished_parts()
             self.finished: set[str] = {e["task_id"] for e in self._ledger}
             """Task ids already written (skip them when resuming)."""
+        except OSError as exc:
+            self.close()
+            raise ExportError(f"cannot open run folder {self.path}: {exc.strerror or exc}") from exc
         except BaseException:
             self.close()
             raise
@@ -523,8 +529,22 @@ class RunWriter:
         _write_atomic(self.path / MANIFEST, _manifest_bytes(self.manifest))
 
     # ------------------------------------------------------------------ writing
+    def _disk_error(self, doing: str, exc: OSError) -> ExportError:
+        """A full disk or an unwritable folder as one clear line (what is safe, what to do)."""
+        return ExportError(
+            f"cannot {doing} in {self.path}: {exc.strerror or exc}; the "
+            f"{len(self._ledger)} task(s) finished before it are intact - free space or "
+            "fix permissions, then resume (treegym collect --resume)"
+        )
+
     def write(self, result: TaskResult) -> dict[str, Any]:
         """Write one finished task durably; return its ledger entry."""
+        try:
+            return self._write(result)
+        except OSError as exc:
+            raise self._disk_error(f"write task {result.task.task_id!r}", exc) from exc
+
+    def _write(self, result: TaskResult) -> dict[str, Any]:
         task_id = result.task.task_id
         if task_id in self.finished:
             raise ExportError(
@@ -569,6 +589,12 @@ class RunWriter:
         until it holds ``row_group_bytes`` of arrow data (a task is never split across row
         groups; ``1`` gives one row group per task). Each part is checked against its ledger
         digest first, so a file damaged after it was written is not copied silently."""
+        try:
+            return self._finalize(row_group_bytes)
+        except OSError as exc:
+            raise self._disk_error("finalize the run", exc) from exc
+
+    def _finalize(self, row_group_bytes: int) -> dict[str, Any]:
         new = self._ledger[self.compacted :]
         schemas = {NODES: NODES_SCHEMA, SAMPLES: samples_schema(self.estimators)}
         rows = dict(self.manifest.get("rows") or {NODES: 0, SAMPLES: 0})
