@@ -52,7 +52,7 @@ ENV_DEFAULT_TASKS = {
     "treegym/ALFWorld-v0": "pick_and_place_simple:seed={seed}",
 }
 
-POLICY_FORMS = "embedded, hf:PATH, sglang:URL, scripted:expert[:EPSILON], scripted:random"
+POLICY_FORMS = "embedded, hf:PATH, sglang:URL[,URL...], scripted:expert[:EPSILON], scripted:random"
 EXECUTORS = ("process", "ray")
 GAME_FILES = ("*.z8", "*.ulx", "game.tw-pddl")
 

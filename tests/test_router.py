@@ -1,0 +1,169 @@
+"""Many engines: the real ``sglang-router`` (cache-aware) in front of two local servers of
+SGLang's protocol (``treegym serve --engine hf`` apps on the tiny model), and the client's own
+sticky routing over a list of URLs — shared prefixes report cached tokens, a worker that drops
+out is recovered from or named."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import json
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+
+from tests.policy_fixtures import ServerThread, free_port, tiny_model  # noqa: F401 - fixture
+from treegym.policies import GenerateRequest, PolicyError, SamplingParams
+from treegym.policies.hf import HFPolicy
+from treegym.policies.server import make_app
+from treegym.policies.sglang import SGLangPolicy
+
+
+class Engines:
+    """Two hf servers in threads; ``drop(i)`` stops one (once)."""
+
+    def __init__(self, model) -> None:
+        self.servers = [ServerThread(make_app(HFPolicy(model))) for _ in range(2)]
+        self.live = [True, True]
+
+    @property
+    def urls(self) -> list[str]:
+        return [s.url for s in self.servers]
+
+    def entries(self, i: int) -> int:
+        with urllib.request.urlopen(self.urls[i] + "/get_server_info", timeout=5) as resp:
+            return json.loads(resp.read())["prefix_cache_entries"]
+
+    def drop(self, i: int) -> None:
+        if self.live[i]:
+            self.live[i] = False
+            self.servers[i].close()
+
+    def close(self) -> None:
+        for i in range(2):
+            self.drop(i)
+
+
+@pytest.fixture
+def engines(tiny_model):  # noqa: F811
+    e = Engines(tiny_model)
+    yield e
+    e.close()
+
+
+def _prompt(tokenizer, text: str) -> tuple[int, ...]:
+    return tuple(tokenizer.encode(text, add_special_tokens=False))
+
+
+def _reqs(ids, n: int) -> list[GenerateRequest]:
+    return [GenerateRequest(tuple(ids), SamplingParams(max_new_tokens=8, seed=s)) for s in range(n)]
+
+
+@pytest.fixture
+def router(engines):
+    if importlib.util.find_spec("sglang_router") is None:
+        pytest.skip("sglang-router is not installed")
+    port = free_port()
+    cmd = [sys.executable, "-m", "sglang_router.launch_router", "--worker-urls", *engines.urls,
+           "--policy", "cache_aware", "--host", "127.0.0.1", "--port", str(port),
+           "--prometheus-host", "127.0.0.1", "--prometheus-port", str(free_port()),
+           "--log-level", "error"]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            urllib.request.urlopen(url + "/health", timeout=1).close()
+            break
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                out = proc.communicate(timeout=10)[0].decode(errors="replace")[-500:]
+                pytest.skip(f"sglang-router did not start here: {out}")
+            time.sleep(0.1)
+    try:
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def test_router_keeps_a_trunk_on_one_worker_and_survives_a_worker_drop(
+    tiny_model,  # noqa: F811
+    engines,
+    router,
+):
+    tok = HFPolicy(tiny_model).tokenizer
+    root = _prompt(tok, "<|system|>x<|end|>\n<|user|>-= Hall =-<|end|>\n<|assistant|>")
+    client = SGLangPolicy(router, retries=2, backoff_s=0.05)
+
+    async def run():
+        try:
+            first = await client.generate(_reqs(root, 3))  # a node's 3 children
+            child = root + first[0].output_ids + root
+            second = await client.generate(_reqs(child, 2))  # the next turn of that branch
+            holder = [i for i in range(2) if engines.entries(i)]
+            engines.drop(holder[0])  # the worker that holds the trunk drops out
+            try:
+                after = await client.generate(_reqs(child, 2))
+            except PolicyError as exc:
+                after = exc
+            return first, child, second, holder, after
+        finally:
+            await client.aclose()
+
+    first, _child, second, holder, after = asyncio.run(run())
+    # children after the first are served from the radix cache of the same worker
+    cached = sorted(r.cached_tokens for r in first)  # concurrent singles: any one comes first
+    assert cached[0] == 0 and all(c >= len(root) - 1 for c in cached[1:]), cached
+    # the next turn extends the trunk: the router sends it to the worker that has it
+    assert all(r.cached_tokens >= len(root) for r in second), [r.cached_tokens for r in second]
+    assert len(holder) == 1, "cache-aware routing kept the tree on one worker"
+    # a worker dropping out: the router retries on the live one (recovery), else a clear error
+    if isinstance(after, PolicyError):
+        assert router in str(after)
+    else:
+        assert len(after) == 2 and all(r.output_ids for r in after)
+
+
+def test_client_side_sticky_routing_over_a_list_of_urls(tiny_model, engines):  # noqa: F811
+    tok = HFPolicy(tiny_model).tokenizer
+    a = _prompt(tok, "<|system|>x<|end|>\n<|user|>-= Hall =-<|end|>\n<|assistant|>")
+    b = _prompt(tok, "<|system|>x<|end|>\n<|user|>-= Kitchen =-<|end|>\n<|assistant|>")
+    client = SGLangPolicy(",".join(engines.urls), retries=2, backoff_s=0.05)
+    assert client.identity()["urls"] == engines.urls
+
+    async def run():
+        try:
+            ra, rb = await client.generate(_reqs(a, 2)), await client.generate(_reqs(b, 2))
+            entries = [engines.entries(0), engines.entries(1)]
+            a2 = a + ra[0].output_ids + a
+            # one call mixing two trees' nodes: each group goes to its own engine
+            mixed = await client.generate([*_reqs(a2, 2), *_reqs(b + rb[0].output_ids, 1)])
+            engines.drop(1)  # b's engine drops out: b's tree moves to engine 0
+            moved = await client.generate(_reqs(b + rb[1].output_ids, 2))
+            engines.drop(0)
+            try:
+                await client.generate(_reqs(a2, 1))
+                dead = None
+            except PolicyError as exc:
+                dead = exc
+            return ra, entries, mixed, moved, dead
+        finally:
+            await client.aclose()
+
+    ra, entries, mixed, moved, dead = asyncio.run(run())
+    assert entries[0] > 0 and entries[1] > 0, "two roots went to two engines"
+    assert ra[1].cached_tokens == len(a)
+    assert [r.cached_tokens >= len(a) for r in mixed[:2]] == [True, True]  # same engine as a
+    assert mixed[2].cached_tokens >= len(b) - 1
+    assert len(moved) == 2 and moved[0].cached_tokens == 0  # recomputed on engine 0
+    assert isinstance(dead, PolicyError)
+    assert "every SGLang URL is down" in str(dead) and engines.urls[0] in str(dead)
