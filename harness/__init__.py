@@ -4,7 +4,15 @@ Dependencies point one way: the harness uses ``treegym.envs`` and ``treegym.poli
 their public interfaces; neither knows about trees.
 """
 
-from .advantages import ESTIMATORS, Advantages, grpo, node_value, node_values, tree_grpo
+from .advantages import (
+    ESTIMATORS,
+    Advantages,
+    grpo,
+    node_value,
+    node_values,
+    tree_grpo,
+    treepo,
+)
 from .budget import Budget, task_budget
 from .episode import EpisodeResult, play_episode
 from .executor import EnvExecutor, EnvWorkerError, InProcessExecutor, ProcessExecutor, StateHandle
@@ -26,7 +34,8 @@ from .samplers import SAMPLERS, ChainSampler, Sampler, TreeGRPOSampler
 from .schema import SCHEMA_VERSION
 from .selective import GatedSampler
 from .trace import LogisticPredictor, PredictorError, SuccessPredictor, TraceSampler
-from .tree import Node, NodeStats, Tree
+from .tree import Node, NodeStats, Tree, open_turn
+from .treepo import TreePOSampler, whiten_batch
 
 __all__ = [
     "ESTIMATORS",
@@ -64,15 +73,19 @@ __all__ = [
     "TraceSampler",
     "Tree",
     "TreeGRPOSampler",
+    "TreePOSampler",
     "collate",
     "grpo",
     "load_run",
     "node_value",
     "node_values",
+    "open_turn",
     "play_episode",
     "task_budget",
     "to_hf_dataset",
     "tree_grpo",
+    "treepo",
     "verl_batch",
     "verl_batches",
+    "whiten_batch",
 ]

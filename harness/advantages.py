@@ -11,6 +11,12 @@ turn of the leaf's path (``per_turn``). Formulas from ``../shared/ALGORITHMS.md`
   the z-score of R_i over all leaves of the task plus the z-score within its own tree.
 * ``node_value`` — turn-level credit from the tree (SPO-tree / TreeRL style): V(node) = mean
   reward of the leaves below it; the advantage of a turn is V(node) − V(parent).
+* ``treepo`` — TreePO's segment-level advantage (arXiv 2508.17445; reference code
+  multimodal-art-projection/TreePO, ``compute_tree_reinforce_plus_plus_baseline_outcome_
+  advantage``): for leaf i and each depth d, G_d(i) = training leaves sharing i's path to depth d
+  (d = 0: the whole task); a_{i,d} = R_i − mean_{G_d(i)} R, used for d = 0 always and for d ≥ 1
+  where |G_d(i)| > 1; A_i = mean_d a_{i,d} (``average``). Not whitened here: the paper whitens
+  over the whole training batch (:func:`treegym.harness.treepo.whiten_batch`).
 """
 
 from __future__ import annotations
@@ -93,4 +99,37 @@ def node_value(trees: Sequence[Tree], leaves: dict[int, list[Node]] | None = Non
     return out
 
 
-ESTIMATORS = {"grpo": grpo, "tree_grpo": tree_grpo, "node_value": node_value}
+def subgroup_advantages(
+    trees: Sequence[Tree], leaves: dict[int, list[Node]] | None = None, weighting: str = "average"
+) -> dict[LeafKey, float]:
+    """TreePO's A_i (see the module docstring); ``weighting="group_size"`` weighs each a_{i,d}
+    by |G_d(i)| (the reference's other aggregation)."""
+    if weighting not in ("average", "group_size"):
+        raise ValueError(f"weighting must be 'average' or 'group_size', got {weighting!r}")
+    pairs = _leaves(trees, leaves)
+    paths = {(t.index, leaf.id): [t.index, *(n.id for n in t.path(leaf))] for t, leaf in pairs}
+    rewards = {(t.index, leaf.id): t.returns(leaf) for t, leaf in pairs}
+    groups: dict[tuple[int, ...], list[float]] = {}
+    for key, path in paths.items():
+        for d in range(len(path)):  # prefix of length d + 1: (tree, node at depth 1..d)
+            groups.setdefault((-1,) if d == 0 else tuple(path[: d + 1]), []).append(rewards[key])
+    out = {}
+    for key, path in paths.items():
+        terms = []
+        for d in range(len(path)):
+            group = groups[(-1,) if d == 0 else tuple(path[: d + 1])]
+            if d == 0 or len(group) > 1:
+                mean = sum(group) / len(group) if len(group) > 1 else 0.0
+                terms.append((rewards[key] - mean, len(group)))
+        if weighting == "average":
+            out[key] = sum(a for a, _ in terms) / len(terms)
+        else:
+            out[key] = sum(a * g for a, g in terms) / sum(g for _, g in terms)
+    return out
+
+
+def treepo(trees: Sequence[Tree], leaves: dict[int, list[Node]] | None = None) -> Advantages:
+    return Advantages("treepo", subgroup_advantages(trees, leaves))
+
+
+ESTIMATORS = {"grpo": grpo, "tree_grpo": tree_grpo, "node_value": node_value, "treepo": treepo}

@@ -4,7 +4,9 @@ A sampler works on one task through a :class:`TaskContext`: ``new_tree()`` reset
 ``expand(tree, node, n)`` asks the policy for ``n`` continuations of ``node`` in *one* batch
 (so an engine's prefix cache computes the shared trunk once) and steps the env for each from
 ``node``'s state (restore in place, in the worker that holds it), and ``rollout(tree, node)``
-continues one branch to its end. The runner runs up to ``concurrency`` tasks at once; policy
+continues one branch to its end. ``expand_segment(tree, node, n, max_tokens)`` (TreePO) caps
+each child's generation: a child cut inside its turn is a ``partial`` node (no env step) whose
+children continue the same turn. The runner runs up to ``concurrency`` tasks at once; policy
 calls are awaited, env work goes through an :mod:`executor <treegym.harness.executor>`, so
 the event loop never blocks.
 
@@ -31,7 +33,7 @@ from treegym.policies.react import ReActTemplate
 from .advantages import ESTIMATORS, Advantages
 from .budget import Budget, task_budget
 from .executor import EnvExecutor, StepOutcome
-from .tree import Node, NodeStats, Tree
+from .tree import Node, NodeStats, Tree, open_turn
 
 if TYPE_CHECKING:
     from .samplers import Sampler
@@ -116,16 +118,33 @@ class TaskContext:
         return node.ended is None
 
     async def expand(self, tree: Tree, node: Node, n: int = 1) -> list[Node]:
-        """``n`` new children of ``node`` (one turn each); ``[]`` if a guard refuses."""
+        """``n`` new children of ``node`` (one turn each); ``[]`` if a guard refuses.
+
+        Of a partial node (an unfinished turn, see :meth:`expand_segment`): the turn's rest."""
+        return await self._expand(tree, node, n, self.runner.sampling.max_new_tokens)
+
+    async def expand_segment(self, tree: Tree, node: Node, n: int, max_tokens: int) -> list[Node]:
+        """``n`` new children of ``node``, each one segment of at most ``max_tokens`` generated
+        ids, in one policy request batch (TreePO). A child whose generation ends the turn (the
+        end token, or the turn's ``max_new_tokens`` reached) is a turn node: the whole turn's
+        ids parse to the action and the env is stepped from the turn's start state. Otherwise
+        the child is ``partial``: the env is not stepped and its children continue the turn."""
+        if max_tokens < 1:
+            raise ValueError(f"segment max_tokens must be >= 1, got {max_tokens}")
+        return await self._expand(tree, node, n, max_tokens)
+
+    async def _expand(self, tree: Tree, node: Node, n: int, max_tokens: int) -> list[Node]:
         if n < 1 or not self.expandable(node):
             return []
         r = self.runner
+        start, turn_ids, turn_logprobs = open_turn(node)
+        turn_max = r.sampling.max_new_tokens
+        max_new = max(1, min(max_tokens, turn_max - len(turn_ids)))
         # Reserve branch ordinals before awaiting: seeds depend on position, not on timing.
         first = self._branches.get(id(node), 0)
         self._branches[id(node)] = first + n
         keys = [self._keys[id(node)] + (first + k,) for k in range(n)]
         prompt = self._prompt_for(tree, node)
-        max_new = r.sampling.max_new_tokens
         if len(prompt) + max_new > r.context_length:
             if node.is_leaf:
                 node.ended = "context"
@@ -136,11 +155,12 @@ class TaskContext:
                 node.ended = "budget"
             return []
         self.generated_tokens += n * max_new  # reserved; corrected below
+        sampling = replace(r.sampling, max_new_tokens=max_new)
         requests = [
             GenerateRequest(
                 tuple(prompt),
-                replace(r.sampling, seed=child_seed(self.task, tree, key)),
-                hints=node.info,
+                replace(sampling, seed=child_seed(self.task, tree, key)),
+                hints=start.info,
             )
             for key in keys
         ]
@@ -155,9 +175,17 @@ class TaskContext:
                 for key in keys
             ]
         self.generated_tokens -= sum(max_new - len(res.output_ids) for res in results)
-        steps = [
-            self._step_child(tree, node, key, res) for key, res in zip(keys, results, strict=True)
-        ]
+        steps = []
+        for key, res in zip(keys, results, strict=True):
+            done = (
+                res.finish_reason != "length"
+                or res.output_ids[-1:] == (r.template.end_id,)
+                or len(turn_ids) + len(res.output_ids) >= turn_max
+            )
+            if done:
+                steps.append(self._step_child(tree, node, key, res, start, turn_ids, turn_logprobs))
+            else:
+                steps.append(self._partial_child(tree, node, key, res))
         return list(await asyncio.gather(*steps))
 
     async def rollout(self, tree: Tree, node: Node) -> Node:
@@ -170,13 +198,41 @@ class TaskContext:
         self._keys[id(child)] = key
         return child
 
-    async def _step_child(
+    async def _partial_child(
         self, tree: Tree, parent: Node, key: tuple[int, ...], result: GenerateResult
     ) -> Node:
+        child = tree.add_child(
+            parent, generated_ids=tuple(result.output_ids), logprobs=tuple(result.logprobs),
+            finish_reason=result.finish_reason, info={"partial_turn": True}, partial=True,
+            stats=NodeStats(prompt_tokens=result.prompt_tokens, cached_tokens=result.cached_tokens,
+                            policy_s=result.latency_s),
+        )  # fmt: skip
+        self._keys[id(child)] = key
+        return child
+
+    async def _step_child(
+        self,
+        tree: Tree,
+        parent: Node,
+        key: tuple[int, ...],
+        result: GenerateResult,
+        start: Node | None = None,
+        turn_ids: tuple[int, ...] = (),
+        turn_logprobs: tuple[float, ...] = (),
+    ) -> Node:
+        """Finish a turn: read the whole turn (``turn_ids`` generated by partial ancestors, then
+        ``result``) and step the env from the turn's start state (``start``, default
+        ``parent``); the child stores only ``result``'s ids."""
         r = self.runner
-        reading = r.template.read(result)
+        start = parent if start is None else start
+        whole = (
+            replace(result, output_ids=turn_ids + tuple(result.output_ids),
+                    logprobs=turn_logprobs + tuple(result.logprobs))
+            if turn_ids else result
+        )  # fmt: skip
+        reading = r.template.read(whole)
         try:
-            out: StepOutcome = await r.executor.step(parent.state, reading.action)
+            out: StepOutcome = await r.executor.step(start.state, reading.action)
         except Exception as exc:
             child = self._failed(tree, parent, key, f"env: {exc}")
             child.generated_ids, child.logprobs = tuple(result.output_ids), tuple(result.logprobs)

@@ -147,6 +147,8 @@ SAMPLERS: dict[str, type[Sampler]] = {"chain": ChainSampler, "tree_grpo": TreeGR
 # Adaptive samplers live in their own modules (they import the classes above).
 from .selective import GatedSampler  # noqa: E402
 from .trace import TraceSampler  # noqa: E402
+from .treepo import TreePOSampler  # noqa: E402
 
 SAMPLERS["selective"] = GatedSampler
 SAMPLERS["trace"] = TraceSampler
+SAMPLERS["treepo"] = TreePOSampler

@@ -39,7 +39,7 @@ class Node:
     id: int
     parent: Node | None
     depth: int
-    """Turns from the root (root = 0)."""
+    """Nodes from the root (root = 0): turns, or TreePO segments in a ``treepo`` tree."""
     generated_ids: tuple[int, ...] = ()
     logprobs: tuple[float, ...] = ()
     closing_ids: tuple[int, ...] = ()
@@ -62,6 +62,10 @@ class Node:
     """Env-state handle after this turn (owned by the executor that made it)."""
     stats: NodeStats = field(default_factory=NodeStats)
     children: list[Node] = field(default_factory=list)
+    partial: bool = False
+    """The node holds a segment of a turn whose generation is not finished (TreePO): only
+    generated ids, no closing or observation ids, no env step; the env state is that of its
+    nearest non-partial ancestor (:func:`open_turn`), and its children continue the turn."""
 
     @property
     def is_leaf(self) -> bool:
@@ -71,6 +75,17 @@ class Node:
     def turn_ids(self) -> tuple[int, ...]:
         """The ids this node adds to its parent's sequence."""
         return self.generated_ids + self.closing_ids + self.observation_ids
+
+
+def open_turn(node: Node) -> tuple[Node, tuple[int, ...], tuple[float, ...]]:
+    """Where ``node``'s unfinished turn started: the nearest non-partial ancestor-or-self (its
+    env state and info are the turn's) and the ids and logprobs generated since then."""
+    ids: tuple[int, ...] = ()
+    logprobs: tuple[float, ...] = ()
+    while node.partial and node.parent is not None:
+        ids, logprobs = node.generated_ids + ids, node.logprobs + logprobs
+        node = node.parent
+    return node, ids, logprobs
 
 
 @dataclass(eq=False)
@@ -129,4 +144,4 @@ class Tree:
         return len(self.prompt_ids) + sum(len(n.turn_ids) for n in self.nodes)
 
     def actions(self, node: Node) -> tuple[str, ...]:
-        return tuple(n.action for n in self.path(node))
+        return tuple(n.action for n in self.path(node) if not n.partial)
