@@ -1,0 +1,58 @@
+"""An env that raises inside ``step`` or ``restore`` during a real collection into a run
+folder: that branch is recorded as failed with the error text (on disk, in ``nodes``), the rest
+of the tree and the run go on, and no row is lost."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+import treegym
+from tests.faults.conftest import record
+from treegym.envs.toy import ToyRoomsEnv
+from treegym.harness import InProcessExecutor, Runner, Task, TreeGRPOSampler, load_run
+from treegym.harness.collect import collect
+from treegym.policies import ScriptedPolicy
+
+
+class StepRaises(ToyRoomsEnv):
+    def _step(self, action):
+        if action == "jump into pit":
+            raise RuntimeError("pit physics exploded")
+        return super()._step(action)
+
+
+class RestoreRaises(ToyRoomsEnv):
+    def restore(self, snapshot):
+        if getattr(snapshot, "depth", 0) == 2:
+            raise RuntimeError("state copy corrupted at depth 2")
+        return super().restore(snapshot)
+
+
+@pytest.mark.parametrize("where,message", [("StepRaises", "pit physics exploded"),
+                                           ("RestoreRaises", "state copy corrupted")])  # fmt: skip
+def test_env_error_fails_its_branch_and_the_run_goes_on(template, tmp_path, where, message):
+    env_id = f"tests/{where}-v0"
+    treegym.register(env_id, f"tests.faults.test_env_errors:{where}")
+    tasks = [Task(f"toy-{i}", {"task": i}, seed=i) for i in range(8)]
+
+    async def go():
+        runner = Runner(policy=ScriptedPolicy(template, "random", seed=1), template=template,
+                        executor=InProcessExecutor(env_id, {"max_episode_steps": 8}),
+                        sampler=TreeGRPOSampler(m=2, n=3, l=2, k=3), concurrency=4)  # fmt: skip
+        results = []
+        await collect(runner, tasks, tmp_path / "run", on_result=lambda e, r: results.append(r))
+        return results
+
+    results = asyncio.run(go())
+    run = load_run(tmp_path / "run")
+    assert run.complete and sorted(run.task_ids) == sorted(t.task_id for t in tasks)
+    assert all(r.error is None for r in results)  # no task failed as a whole
+    failed = run.nodes[run.nodes.ended == "failed"]
+    assert len(failed) > 0 and all(message in e for e in failed.error), failed.error.tolist()[:2]
+    assert (run.nodes.ended != "failed").sum() > len(failed)  # the rest of the trees grew
+    in_memory = sum(len(t.nodes) for r in results for t in r.trees)
+    lost = in_memory - len(run.nodes)
+    record(f"env raises in {where[:-6].lower()}", ok=True, rows_lost=lost)
+    assert lost == 0
