@@ -9,9 +9,12 @@ pinned to actors by the runner's affinity (``worker = task index % n_workers``),
 
 Ray is the distributed engine: ``RayExecutor(env_id, n_workers=8, address="ray://head:10001")``
 or ``address="auto"`` joins a running cluster; with no address a local Ray starts (and is shut
-down again by :meth:`close`). An actor that dies (node lost, OOM, ``ray.kill``) fails only the
-branches that needed it, with an :class:`EnvWorkerError` naming the actor; its tasks' other
-work on live actors goes on.
+down again by :meth:`close`). An actor that dies (node lost, OOM, ``ray.kill``) is replaced by a
+new actor and the lost node states are re-created there by deterministic replay of each
+handle's recipe (reset seed, options, actions since reset), like the process pool's recovery,
+so the run's trees are unchanged. After ``max_respawns`` deaths of one slot within a call (or
+with ``max_respawns=0``) the branch fails with an :class:`EnvWorkerDied` naming the actor;
+other work goes on.
 """
 
 from __future__ import annotations
@@ -19,9 +22,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
-from .executor import EnvExecutor, EnvWorkerCore, EnvWorkerError, StateHandle, StepOutcome, task_key
+from .executor import (
+    EnvExecutor,
+    EnvWorkerCore,
+    EnvWorkerDied,
+    EnvWorkerError,
+    StateHandle,
+    StepOutcome,
+    _Recipe,
+    task_key,
+)
 
 
 class RayUnavailableError(EnvWorkerError):
@@ -31,8 +44,11 @@ class RayUnavailableError(EnvWorkerError):
 class _EnvActor:
     """Actor body: one :class:`EnvWorkerCore` (envs per task, snapshots per node)."""
 
-    def __init__(self, env_id: str, env_kwargs: dict[str, Any], worker: int) -> None:
+    def __init__(
+        self, env_id: str, env_kwargs: dict[str, Any], worker: int, first_snap: int = 0
+    ) -> None:
         self.core = EnvWorkerCore(env_id, env_kwargs, worker)
+        self.core._next = first_snap  # a replacement numbers its snapshots after its predecessor
 
     def call(self, method: str, *args: Any) -> Any:
         return getattr(self.core, method)(*args)
@@ -68,6 +84,7 @@ class RayExecutor(EnvExecutor):
         actor_cpus: float = 0.5,
         connect_timeout_s: float = 30.0,
         init_kwargs: dict[str, Any] | None = None,
+        max_respawns: int = 2,
     ) -> None:
         if n_workers < 1:
             raise ValueError(f"n_workers must be >= 1, got {n_workers}")
@@ -84,10 +101,17 @@ class RayExecutor(EnvExecutor):
                 kwargs["num_cpus"] = num_cpus if num_cpus is not None else max(2, n_workers)
             _init(ray, address, kwargs)
             self._owns_ray = True
-        remote = ray.remote(num_cpus=actor_cpus, max_restarts=0, max_concurrency=1)(_EnvActor)
+        self._remote = ray.remote(num_cpus=actor_cpus, max_restarts=0, max_concurrency=1)(_EnvActor)
+        self._env_id, self._env_kwargs = env_id, dict(env_kwargs or {})
         self.names = [f"treegym-env-{i}" for i in range(n_workers)]
-        self.actors = [remote.remote(env_id, dict(env_kwargs or {}), i) for i in range(n_workers)]
+        self.actors = [self._remote.remote(env_id, self._env_kwargs, i) for i in range(n_workers)]
         self._dead: dict[int, str] = {}
+        self.max_respawns, self.respawns = max_respawns, 0
+        self.generation = [0] * n_workers
+        self._max_snap = [0] * n_workers
+        self._recipes: dict[StateHandle, _Recipe] = {}
+        self._rebuilt: dict[StateHandle, tuple[int, int]] = {}
+        self._respawn_lock = asyncio.Lock()
         try:
             ray.get([a.ping.remote() for a in self.actors], timeout=max(60.0, connect_timeout_s))
         except Exception as exc:
@@ -113,31 +137,109 @@ class RayExecutor(EnvExecutor):
             return await ref
         except ray.exceptions.RayActorError as exc:
             cause = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            self._dead[i] = f"{self._describe(i)} died: {cause}"
-            raise EnvWorkerError(self._dead[i]) from None
+            raise EnvWorkerDied(f"{self._describe(i)} died: {cause}") from None
         except ray.exceptions.RayTaskError as exc:
             inner = exc.cause if getattr(exc, "cause", None) is not None else exc
             if isinstance(inner, EnvWorkerError):
                 raise EnvWorkerError(str(inner)) from None
             raise EnvWorkerError(f"{type(inner).__name__}: {inner}") from None
 
+    async def _respawn(self, worker: int, seen: int, why: str) -> None:
+        """Replace a dead actor (once per death, however many callers saw it die)."""
+        async with self._respawn_lock:
+            if self.generation[worker] != seen:
+                return
+            ray = _ray()
+            with contextlib.suppress(Exception):
+                ray.kill(self.actors[worker])
+            actor = self._remote.remote(
+                self._env_id, self._env_kwargs, worker, self._max_snap[worker]
+            )
+            try:
+                await actor.ping.remote()
+            except Exception as exc:
+                self._dead[worker] = f"{why}; its replacement did not start: {exc}"
+                raise EnvWorkerDied(self._dead[worker]) from None
+            self.actors[worker] = actor
+            self.generation[worker] += 1
+            self.respawns += 1
+
+    async def _recovering(self, worker: int, attempt: Any) -> Any:
+        worker %= self.n_workers
+        deaths = 0
+        while True:
+            seen = self.generation[worker]
+            try:
+                return await attempt()
+            except EnvWorkerDied as exc:
+                if worker in self._dead:
+                    raise
+                if self.generation[worker] == seen:
+                    deaths += 1
+                    if deaths > self.max_respawns:
+                        self._dead[worker] = str(exc)
+                        raise
+                await self._respawn(worker, seen, str(exc))
+
+    def _note(self, out: StepOutcome, recipe: _Recipe) -> StepOutcome:
+        w = out.state.worker
+        self._max_snap[w] = max(self._max_snap[w], out.state.snap)
+        self._recipes[out.state] = replace(recipe, generation=self.generation[w])
+        return out
+
+    async def _snap_of(self, state: StateHandle) -> int:
+        """The id under which ``state`` lives in the current actor (replaying it if lost)."""
+        recipe = self._recipes.get(state)
+        gen = self.generation[state.worker]
+        if recipe is None or recipe.generation == gen:
+            return state.snap
+        rebuilt = self._rebuilt.get(state)
+        if rebuilt is not None and rebuilt[0] == gen:
+            return rebuilt[1]
+        snap = await self._call(state.worker, "rebuild", recipe.key, recipe.seed, recipe.options,
+                                recipe.actions)  # fmt: skip
+        self._max_snap[state.worker] = max(self._max_snap[state.worker], snap)
+        self._rebuilt[state] = (gen, snap)
+        return snap
+
     async def reset(self, worker: int, options: dict[str, Any], seed: int) -> StepOutcome:
-        return await self._call(worker, "reset", task_key(options), seed, options)
+        key = task_key(options)
+
+        async def attempt() -> StepOutcome:
+            return await self._call(worker, "reset", key, seed, options)
+
+        out = await self._recovering(worker, attempt)
+        return self._note(out, _Recipe(0, key, seed, options, ()))
 
     async def step(self, state: StateHandle, action: str) -> StepOutcome:
-        return await self._call(state.worker, "step", state.snap, action)
+        async def attempt() -> StepOutcome:
+            return await self._call(state.worker, "step", await self._snap_of(state), action)
+
+        out = await self._recovering(state.worker, attempt)
+        recipe = self._recipes.get(state)
+        if recipe is None:
+            return out
+        return self._note(out, replace(recipe, actions=(*recipe.actions, action)))
 
     async def release(self, states: Sequence[StateHandle]) -> None:
         by_worker: dict[int, list[int]] = {}
         for s in states:
-            by_worker.setdefault(s.worker, []).append(s.snap)
+            recipe = self._recipes.pop(s, None)
+            rebuilt = self._rebuilt.pop(s, None)
+            gen = self.generation[s.worker]
+            if recipe is None or recipe.generation == gen:
+                by_worker.setdefault(s.worker, []).append(s.snap)
+            if rebuilt is not None and rebuilt[0] == gen:
+                by_worker.setdefault(s.worker, []).append(rebuilt[1])
         for worker, snaps in by_worker.items():
             if worker % self.n_workers not in self._dead:
-                await self._call(worker, "release", snaps)
+                with contextlib.suppress(EnvWorkerDied):
+                    await self._call(worker, "release", snaps)
 
     async def drop_task(self, worker: int, options: dict[str, Any]) -> None:
         if worker % self.n_workers not in self._dead:
-            await self._call(worker, "drop_task", task_key(options))
+            with contextlib.suppress(EnvWorkerDied):
+                await self._call(worker, "drop_task", task_key(options))
 
     def _shutdown(self) -> None:
         ray = _ray()
