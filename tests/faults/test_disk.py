@@ -88,13 +88,20 @@ def test_folder_turning_read_only_mid_run(tmp_path, unfaulted):  # noqa: F811
         while _ledger_lines(run) < 3:
             assert proc.poll() is None and time.monotonic() < deadline
             time.sleep(0.005)
-        for cmd in (["mount", "--bind", str(run), str(run)],
-                    ["mount", "-o", "remount,bind,ro", str(run)]):  # fmt: skip
-            res = subprocess.run(cmd, capture_output=True, text=True)
-            if res.returncode != 0:
-                proc.kill()
-                pytest.skip(f"cannot bind-mount here: {res.stderr.strip()}")
-            mounted = True
+        res = subprocess.run(["mount", "--bind", str(run), str(run)], capture_output=True,
+                             text=True)  # fmt: skip
+        if res.returncode != 0:
+            proc.kill()
+            pytest.skip(f"cannot bind-mount here: {res.stderr.strip()}")
+        mounted = True
+        for _ in range(500):  # busy while the writer has a file open through the new mount
+            res = subprocess.run(["mount", "-o", "remount,bind,ro", str(run)],
+                                 capture_output=True, text=True)  # fmt: skip
+            if res.returncode == 0:
+                break
+        else:
+            proc.kill()
+            pytest.skip(f"cannot remount read-only here: {res.stderr.strip()}")
     finally:
         _, err = proc.communicate(timeout=60)
         if mounted:
