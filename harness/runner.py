@@ -43,6 +43,10 @@ class PrefixDriftError(AssertionError):
     """A prompt is not its parent's exact ids plus the appended turn (re-tokenization drift)."""
 
 
+class BranchFailedError(RuntimeError):
+    """A branch failed (env or policy error) and the runner was told to ``fail_fast``."""
+
+
 @dataclass(frozen=True)
 class Task:
     """One task: the env's reset options (e.g. ``{"task": game}``) and the reset seed."""
@@ -194,6 +198,8 @@ class TaskContext:
 
     # ------------------------------------------------------------------ internals
     def _failed(self, tree: Tree, parent: Node, key: tuple[int, ...], error: str) -> Node:
+        if self.runner.fail_fast:
+            raise BranchFailedError(f"task {self.task.task_id!r}: {error}")
         child = tree.add_child(parent, ended="failed", error=error)
         self._keys[id(child)] = key
         return child
@@ -289,7 +295,10 @@ class Runner:
         token_budget: int | None = None,
         concurrency: int = 4,
         seed: int = 0,
+        fail_fast: bool = False,
     ) -> None:
+        """``fail_fast``: raise :class:`BranchFailedError` on the first env or policy error
+        (and any task error) instead of recording the branch as failed and going on."""
         if token_budget is not None and token_budget <= 0:
             raise ValueError(f"token_budget must be positive, got {token_budget}")
         if concurrency < 1:
@@ -306,6 +315,7 @@ class Runner:
         )
         self.context_length, self.token_budget = context_length, token_budget
         self.concurrency, self.seed = concurrency, seed
+        self.fail_fast = fail_fast
 
     async def run_task(self, task: Task, worker: int = 0) -> TaskResult:
         t0 = time.perf_counter()
@@ -314,6 +324,8 @@ class Runner:
         try:
             await self.sampler.grow(ctx)
         except Exception as exc:  # e.g. the task cannot be reset
+            if self.fail_fast:
+                raise
             error = f"{type(exc).__name__}: {exc}"
         trees = ctx.trees
         training = self.sampler.select_leaves(trees, ctx.rng) if trees else {}

@@ -56,3 +56,23 @@ def test_env_error_fails_its_branch_and_the_run_goes_on(template, tmp_path, wher
     lost = in_memory - len(run.nodes)
     record(f"env raises in {where[:-6].lower()}", ok=True, rows_lost=lost)
     assert lost == 0
+
+
+def test_fail_fast_raises_on_the_first_branch_error(template):
+    from treegym.harness.runner import BranchFailedError
+
+    treegym.register("tests/StepRaisesFF-v0", "tests.faults.test_env_errors:StepRaises")
+    tasks = [Task(f"toy-{i}", {"task": i}, seed=i) for i in range(8)]
+
+    async def go():
+        runner = Runner(policy=ScriptedPolicy(template, "random", seed=1), template=template,
+                        executor=InProcessExecutor("tests/StepRaisesFF-v0"),
+                        sampler=TreeGRPOSampler(m=2, n=3, l=2, k=3), fail_fast=True)  # fmt: skip
+        try:
+            return [r async for r in runner.run(tasks)]
+        finally:
+            await runner.executor.close()
+
+    with pytest.raises(BranchFailedError, match="pit physics exploded"):
+        asyncio.run(go())
+    record("env raises in step (fail_fast)", ok=True)
