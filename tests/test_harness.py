@@ -198,9 +198,18 @@ def test_seeded_runs_are_reproducible_across_executors(template):
     c = _run(template, sampler, TOY_TASKS[:3],
              executor=ProcessExecutor("treegym/ToyRooms-v0", n_workers=2))  # fmt: skip
     assert _canonical(a) == _canonical(b) == _canonical(c)
-    assert [r.advantages["tree_grpo"].per_leaf for r in a] == [
-        r.advantages["tree_grpo"].per_leaf for r in b
-    ]
+    # Node ids follow completion order; compare advantages keyed by each leaf's action path.
+    assert _by_path(a) == _by_path(b) == _by_path(c)
+
+
+def _by_path(results):
+    out = {}
+    for r in results:
+        trees = {t.index: t for t in r.trees}
+        for (index, node_id), adv in r.advantages["tree_grpo"].per_leaf.items():
+            tree = trees[index]
+            out[(r.task.task_id, index, tree.actions(tree.nodes[node_id]))] = adv
+    return out
 
 
 class Redecoding(ReActTemplate):
