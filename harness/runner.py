@@ -352,10 +352,14 @@ class Runner:
             async with gate:
                 return await self.run_task(task, worker=i % max(1, self.executor.n_workers))
 
-        pending = [asyncio.ensure_future(one(i, t)) for i, t in enumerate(tasks)]
+        # Finished futures are dropped as soon as they are yielded: holding them would keep
+        # every task's trees alive until the run ends (the collector's memory would grow).
+        pending = {asyncio.ensure_future(one(i, t)) for i, t in enumerate(tasks)}
         try:
-            for done in asyncio.as_completed(pending):
-                yield await done
+            while pending:
+                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                while done:
+                    yield done.pop().result()
         finally:
             for p in pending:
                 p.cancel()
