@@ -257,54 +257,35 @@ class _Recipe:
     actions: tuple[str, ...]
 
 
-class ProcessExecutor(EnvExecutor):
-    """``n_workers`` env processes; the caller pins each task to ``worker`` (its affinity).
+class RecoveringExecutor(EnvExecutor):
+    """Worker-death recovery shared by the process pool and the Ray executor.
 
-    Worker death is recovered: a worker that dies (SIGKILL, a crash in native code) is
-    respawned, and a handle whose snapshot died with it is re-created in the new worker by
-    deterministic replay of its recipe (reset seed, options, actions since reset), which the
-    executor keeps per live handle. A call is retried on at most ``max_respawns`` fresh workers
-    before :class:`EnvWorkerDied` is raised (so an env that kills its worker every time fails
-    its branch instead of looping).
+    Keeps, per live handle, the recipe that re-creates its state (reset seed, options, actions
+    since reset). When a worker dies it is respawned (:meth:`_respawn`, once per death however
+    many callers saw it) and a handle whose snapshot died with it is rebuilt in the new worker by
+    deterministic replay on its next use. A call is retried on at most ``max_respawns`` fresh
+    workers; then :meth:`_gave_up` decides what happens to the slot and the call fails with
+    :class:`EnvWorkerDied`. Subclasses provide ``_call`` and ``_respawn``.
     """
 
-    def __init__(self, env_id: str, env_kwargs: dict[str, Any] | None = None, n_workers: int = 2,
-                 max_respawns: int = 2):  # fmt: skip
-        if n_workers < 1:
-            raise ValueError(f"n_workers must be >= 1, got {n_workers}")
-        self._ctx = multiprocessing.get_context("spawn")
-        self._env_id, self._env_kwargs = env_id, dict(env_kwargs or {})
+    def _init_recovery(self, n_workers: int, max_respawns: int) -> None:
         self.n_workers, self.max_respawns = n_workers, max_respawns
-        self.workers = [_Worker(self._ctx, env_id, self._env_kwargs, i) for i in range(n_workers)]
         self.generation = [0] * n_workers
         self.respawns = 0
+        self._dead: dict[int, str] = {}
         self._max_snap = [0] * n_workers
         self._recipes: dict[StateHandle, _Recipe] = {}
         self._rebuilt: dict[StateHandle, tuple[int, int]] = {}  # handle -> (generation, snap)
         self._respawn_lock = asyncio.Lock()
 
     async def _call(self, worker: int, method: str, *args: Any) -> Any:
-        w = self.workers[worker % self.n_workers]
-        async with w.lock:
-            return await asyncio.to_thread(w.roundtrip, (method, args))
+        raise NotImplementedError
 
-    async def _respawn(self, worker: int, seen: int) -> None:
-        """Replace a dead worker (once per death, however many callers saw it die)."""
-        async with self._respawn_lock:
-            if self.generation[worker] != seen:
-                return
-            old = self.workers[worker]
-            await asyncio.to_thread(old.proc.join, 1)
-            if old.proc.is_alive():
-                old.proc.kill()
-                await asyncio.to_thread(old.proc.join)
-            with contextlib.suppress(OSError):
-                old.conn.close()
-            self.workers[worker] = _Worker(
-                self._ctx, self._env_id, self._env_kwargs, worker, self._max_snap[worker]
-            )
-            self.generation[worker] += 1
-            self.respawns += 1
+    async def _respawn(self, worker: int, seen: int, why: str) -> None:
+        raise NotImplementedError
+
+    def _gave_up(self, worker: int, why: str) -> None:
+        """A slot's worker died more than ``max_respawns`` times within one call."""
 
     async def _recovering(self, worker: int, attempt: Callable[[], Awaitable[Any]]) -> Any:
         worker %= self.n_workers
@@ -313,14 +294,17 @@ class ProcessExecutor(EnvExecutor):
             seen = self.generation[worker]
             try:
                 return await attempt()
-            except EnvWorkerDied:
+            except EnvWorkerDied as exc:
+                if worker in self._dead:
+                    raise
                 # Only a death of the worker this attempt started on counts; a caller queued
                 # on an incarnation that someone else has already replaced just retries.
                 if self.generation[worker] == seen:
                     deaths += 1
                     if deaths > self.max_respawns:
+                        self._gave_up(worker, str(exc))
                         raise
-                await self._respawn(worker, seen)
+                await self._respawn(worker, seen, str(exc))
 
     def _note(self, out: StepOutcome, recipe: _Recipe) -> StepOutcome:
         w = out.state.worker
@@ -373,12 +357,58 @@ class ProcessExecutor(EnvExecutor):
             if rebuilt is not None and rebuilt[0] == gen:
                 by_worker.setdefault(s.worker, []).append(rebuilt[1])
         for worker, snaps in by_worker.items():
-            with contextlib.suppress(EnvWorkerDied):  # a dead worker holds nothing to release
-                await self._call(worker, "release", snaps)
+            if worker % self.n_workers not in self._dead:
+                with contextlib.suppress(EnvWorkerDied):  # a dead worker holds nothing
+                    await self._call(worker, "release", snaps)
 
     async def drop_task(self, worker: int, options: dict[str, Any]) -> None:
-        with contextlib.suppress(EnvWorkerDied):  # a dead worker holds no env to drop
-            await self._call(worker, "drop_task", task_key(options))
+        if worker % self.n_workers not in self._dead:
+            with contextlib.suppress(EnvWorkerDied):  # a dead worker holds no env to drop
+                await self._call(worker, "drop_task", task_key(options))
+
+
+class ProcessExecutor(RecoveringExecutor):
+    """``n_workers`` env processes; the caller pins each task to ``worker`` (its affinity).
+
+    Worker death is recovered: a worker that dies (SIGKILL, a crash in native code) is
+    respawned, and a handle whose snapshot died with it is re-created in the new worker by
+    deterministic replay of its recipe (reset seed, options, actions since reset), which the
+    executor keeps per live handle. A call is retried on at most ``max_respawns`` fresh workers
+    before :class:`EnvWorkerDied` is raised (so an env that kills its worker every time fails
+    its branch instead of looping).
+    """
+
+    def __init__(self, env_id: str, env_kwargs: dict[str, Any] | None = None, n_workers: int = 2,
+                 max_respawns: int = 2):  # fmt: skip
+        if n_workers < 1:
+            raise ValueError(f"n_workers must be >= 1, got {n_workers}")
+        self._ctx = multiprocessing.get_context("spawn")
+        self._env_id, self._env_kwargs = env_id, dict(env_kwargs or {})
+        self._init_recovery(n_workers, max_respawns)
+        self.workers = [_Worker(self._ctx, env_id, self._env_kwargs, i) for i in range(n_workers)]
+
+    async def _call(self, worker: int, method: str, *args: Any) -> Any:
+        w = self.workers[worker % self.n_workers]
+        async with w.lock:
+            return await asyncio.to_thread(w.roundtrip, (method, args))
+
+    async def _respawn(self, worker: int, seen: int, why: str) -> None:
+        """Replace a dead worker (once per death, however many callers saw it die)."""
+        async with self._respawn_lock:
+            if self.generation[worker] != seen:
+                return
+            old = self.workers[worker]
+            await asyncio.to_thread(old.proc.join, 1)
+            if old.proc.is_alive():
+                old.proc.kill()
+                await asyncio.to_thread(old.proc.join)
+            with contextlib.suppress(OSError):
+                old.conn.close()
+            self.workers[worker] = _Worker(
+                self._ctx, self._env_id, self._env_kwargs, worker, self._max_snap[worker]
+            )
+            self.generation[worker] += 1
+            self.respawns += 1
 
     async def close(self) -> None:
         for w in self.workers:

@@ -21,19 +21,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Sequence
-from dataclasses import replace
 from typing import Any
 
 from .executor import (
-    EnvExecutor,
     EnvWorkerCore,
     EnvWorkerDied,
     EnvWorkerError,
-    StateHandle,
-    StepOutcome,
-    _Recipe,
-    task_key,
+    RecoveringExecutor,
 )
 
 
@@ -65,7 +59,7 @@ def _ray() -> Any:
     return ray
 
 
-class RayExecutor(EnvExecutor):
+class RayExecutor(RecoveringExecutor):
     """``n_workers`` Ray actors, each holding pooled envs and the snapshots it made.
 
     ``address``: ``None`` starts a local Ray (``num_cpus`` CPUs, no dashboard) unless one is
@@ -89,7 +83,7 @@ class RayExecutor(EnvExecutor):
         if n_workers < 1:
             raise ValueError(f"n_workers must be >= 1, got {n_workers}")
         ray = _ray()
-        self.n_workers = n_workers
+        self._init_recovery(n_workers, max_respawns)
         self._owns_ray = False
         _probe(address, connect_timeout_s)
         if not ray.is_initialized():
@@ -105,13 +99,6 @@ class RayExecutor(EnvExecutor):
         self._env_id, self._env_kwargs = env_id, dict(env_kwargs or {})
         self.names = [f"treegym-env-{i}" for i in range(n_workers)]
         self.actors = [self._remote.remote(env_id, self._env_kwargs, i) for i in range(n_workers)]
-        self._dead: dict[int, str] = {}
-        self.max_respawns, self.respawns = max_respawns, 0
-        self.generation = [0] * n_workers
-        self._max_snap = [0] * n_workers
-        self._recipes: dict[StateHandle, _Recipe] = {}
-        self._rebuilt: dict[StateHandle, tuple[int, int]] = {}
-        self._respawn_lock = asyncio.Lock()
         try:
             ray.get([a.ping.remote() for a in self.actors], timeout=max(60.0, connect_timeout_s))
         except Exception as exc:
@@ -164,82 +151,8 @@ class RayExecutor(EnvExecutor):
             self.generation[worker] += 1
             self.respawns += 1
 
-    async def _recovering(self, worker: int, attempt: Any) -> Any:
-        worker %= self.n_workers
-        deaths = 0
-        while True:
-            seen = self.generation[worker]
-            try:
-                return await attempt()
-            except EnvWorkerDied as exc:
-                if worker in self._dead:
-                    raise
-                if self.generation[worker] == seen:
-                    deaths += 1
-                    if deaths > self.max_respawns:
-                        self._dead[worker] = str(exc)
-                        raise
-                await self._respawn(worker, seen, str(exc))
-
-    def _note(self, out: StepOutcome, recipe: _Recipe) -> StepOutcome:
-        w = out.state.worker
-        self._max_snap[w] = max(self._max_snap[w], out.state.snap)
-        self._recipes[out.state] = replace(recipe, generation=self.generation[w])
-        return out
-
-    async def _snap_of(self, state: StateHandle) -> int:
-        """The id under which ``state`` lives in the current actor (replaying it if lost)."""
-        recipe = self._recipes.get(state)
-        gen = self.generation[state.worker]
-        if recipe is None or recipe.generation == gen:
-            return state.snap
-        rebuilt = self._rebuilt.get(state)
-        if rebuilt is not None and rebuilt[0] == gen:
-            return rebuilt[1]
-        snap = await self._call(state.worker, "rebuild", recipe.key, recipe.seed, recipe.options,
-                                recipe.actions)  # fmt: skip
-        self._max_snap[state.worker] = max(self._max_snap[state.worker], snap)
-        self._rebuilt[state] = (gen, snap)
-        return snap
-
-    async def reset(self, worker: int, options: dict[str, Any], seed: int) -> StepOutcome:
-        key = task_key(options)
-
-        async def attempt() -> StepOutcome:
-            return await self._call(worker, "reset", key, seed, options)
-
-        out = await self._recovering(worker, attempt)
-        return self._note(out, _Recipe(0, key, seed, options, ()))
-
-    async def step(self, state: StateHandle, action: str) -> StepOutcome:
-        async def attempt() -> StepOutcome:
-            return await self._call(state.worker, "step", await self._snap_of(state), action)
-
-        out = await self._recovering(state.worker, attempt)
-        recipe = self._recipes.get(state)
-        if recipe is None:
-            return out
-        return self._note(out, replace(recipe, actions=(*recipe.actions, action)))
-
-    async def release(self, states: Sequence[StateHandle]) -> None:
-        by_worker: dict[int, list[int]] = {}
-        for s in states:
-            recipe = self._recipes.pop(s, None)
-            rebuilt = self._rebuilt.pop(s, None)
-            gen = self.generation[s.worker]
-            if recipe is None or recipe.generation == gen:
-                by_worker.setdefault(s.worker, []).append(s.snap)
-            if rebuilt is not None and rebuilt[0] == gen:
-                by_worker.setdefault(s.worker, []).append(rebuilt[1])
-        for worker, snaps in by_worker.items():
-            if worker % self.n_workers not in self._dead:
-                with contextlib.suppress(EnvWorkerDied):
-                    await self._call(worker, "release", snaps)
-
-    async def drop_task(self, worker: int, options: dict[str, Any]) -> None:
-        if worker % self.n_workers not in self._dead:
-            with contextlib.suppress(EnvWorkerDied):
-                await self._call(worker, "drop_task", task_key(options))
+    def _gave_up(self, worker: int, why: str) -> None:
+        self._dead[worker] = why  # later calls for this slot fail at once, naming the actor
 
     def _shutdown(self) -> None:
         ray = _ray()
