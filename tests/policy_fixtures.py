@@ -104,3 +104,38 @@ def serve_app() -> Iterator:
     yield start
     for server in servers:
         server.close()
+
+
+def faulty_generate_app(real, plan, hang_s: float = 3.0):
+    """An app whose ``/generate`` asks ``plan(n)`` what the n-th call gets — ``None`` (the real
+    server's answer) or a fault: ``"5xx"``, ``"hang"`` (sleeps ``hang_s``, then 504),
+    ``"garbage"`` (200 with a non-JSON body) or ``"drop"`` (closes the connection).
+    Returns the app and the list of call numbers it has seen."""
+    import itertools
+
+    from aiohttp import web
+
+    counter, calls = itertools.count(1), []
+    real_generate = next(
+        r.handler for r in real.router.routes() if r.resource.canonical == "/generate"
+    )
+
+    async def generate(request):
+        n = next(counter)
+        calls.append(n)
+        mode = plan(n)
+        if mode == "5xx":
+            return web.Response(status=503, text="overloaded")
+        if mode == "hang":
+            await asyncio.sleep(hang_s)
+            return web.Response(status=504, text="too late")
+        if mode == "garbage":
+            return web.Response(text="<html>not json</html>")
+        if mode == "drop":
+            request.transport.close()
+            return web.Response(text="")
+        return await real_generate(request)
+
+    app = web.Application()
+    app.router.add_post("/generate", generate)
+    return app, calls

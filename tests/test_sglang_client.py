@@ -9,7 +9,12 @@ import json
 import pytest
 from aiohttp import web
 
-from tests.policy_fixtures import free_port, serve_app, tiny_model  # noqa: F401 - fixtures
+from tests.policy_fixtures import (  # noqa: F401 - fixtures
+    faulty_generate_app,
+    free_port,
+    serve_app,
+    tiny_model,
+)
 from treegym.policies import GenerateRequest, PolicyError, SamplingParams
 from treegym.policies.hf import HFPolicy
 from treegym.policies.server import make_app
@@ -87,29 +92,8 @@ def test_server_speaks_sglangs_body_shapes(tiny_model, serve_app):  # noqa: F811
 
 
 def _flaky_app(real: web.Application, failures: int, mode: str) -> tuple[web.Application, list]:
-    """Answers the first ``failures`` /generate calls with a fault, then forwards to ``real``."""
-    calls: list[str] = []
-
-    async def generate(request: web.Request) -> web.StreamResponse:
-        calls.append(mode)
-        if len(calls) <= failures:
-            if mode == "5xx":
-                return web.Response(status=503, text="overloaded")
-            if mode == "hang":
-                await asyncio.sleep(3)
-            if mode == "garbage":
-                return web.Response(text="<html>not json</html>")
-            if mode == "drop":
-                request.transport.close()
-                return web.Response(text="")
-        return await real_generate(request)
-
-    real_generate = next(
-        r.handler for r in real.router.routes() if r.resource.canonical == "/generate"
-    )
-    app = web.Application()
-    app.router.add_post("/generate", generate)
-    return app, calls
+    """Answers the first ``failures`` /generate calls with ``mode``, then forwards to ``real``."""
+    return faulty_generate_app(real, lambda n: mode if n <= failures else None)
 
 
 @pytest.mark.parametrize("mode", ["5xx", "drop"])

@@ -7,14 +7,13 @@ server, every task is still written and loadable)."""
 from __future__ import annotations
 
 import asyncio
-import itertools
 
 import numpy as np
 import pytest
 from aiohttp import web
 
 from tests.faults.conftest import record
-from tests.policy_fixtures import serve_app, tiny_model  # noqa: F401 - fixtures
+from tests.policy_fixtures import faulty_generate_app, serve_app, tiny_model  # noqa: F401
 from treegym.harness import ChainSampler, InProcessExecutor, Runner, Task, load_run
 from treegym.harness.collect import collect
 from treegym.policies import SamplingParams
@@ -27,29 +26,9 @@ TIMING = ["run_id", "policy_s", "env_s", "restore_s", "snapshot_s"]
 
 
 def _faulty_app(real: web.Application, plan):
-    """``plan(n)`` says what the n-th /generate call gets: None (the real answer) or a fault."""
-    counter = itertools.count(1)
-    real_generate = next(
-        r.handler for r in real.router.routes() if r.resource.canonical == "/generate"
-    )
-
-    async def generate(request: web.Request) -> web.StreamResponse:
-        mode = plan(next(counter))
-        if mode == "5xx":
-            return web.Response(status=503, text="overloaded")
-        if mode == "hang":
-            await asyncio.sleep(2.5)  # past the client's timeout
-            return web.Response(status=504, text="too late")
-        if mode == "garbage":
-            return web.Response(text="<html>not json</html>")
-        if mode == "drop":
-            request.transport.close()
-            return web.Response(text="")
-        return await real_generate(request)
-
-    app = web.Application()
-    app.router.add_post("/generate", generate)
-    return app
+    """``plan(n)`` says what the n-th /generate call gets: None (the real answer) or a fault;
+    a hang outlasts the client's 1.5 s timeout."""
+    return faulty_generate_app(real, plan, hang_s=2.5)[0]
 
 
 def _collect(url, template, out):
