@@ -21,7 +21,7 @@ import random
 import time
 
 import textworld
-from bench_common import median_ms, walk
+from bench_common import fork_costs, median_ms
 from rich.console import Console
 from rich.table import Table
 from textworld.envs.pddl import PddlEnv
@@ -41,12 +41,7 @@ def bench_forking(task: str, repeats: int) -> list[list[str]]:
     game_file = read_game_file(resolve_task(task))
     rows = []
     for depth in DEPTHS:
-        walk(env, depth, seed=depth)
-        snap = env.snapshot()
-        replay = snap.replay_only()
-        snapshot_ms = median_ms(env.snapshot, repeats * 10)
-        restore_ms = median_ms(lambda s=snap: env.restore(s), repeats * 10)
-        replay_ms = median_ms(lambda s=replay: env.restore(s), repeats)
+        snap, snapshot_ms, restore_ms, replay_ms = fork_costs(env, depth, repeats)
         warm_ms = median_ms(
             lambda s=snap: ALFWorldEnv(task, max_episode_steps=None).restore(s), repeats
         )

@@ -20,6 +20,18 @@ def median_ms(fn: Callable[[], object], repeats: int) -> float:
     return 1000 * statistics.median(samples)
 
 
+def fork_costs(env: TextEnv, depth: int, repeats: int):
+    """Walk ``env`` to ``depth``; return its snapshot there and the median ms of a snapshot, a
+    native restore and a replay restore (the three arms every forking bench compares)."""
+    walk(env, depth, seed=depth)
+    snap = env.snapshot()
+    replay = snap.replay_only()
+    snapshot_ms = median_ms(env.snapshot, repeats * 10)
+    restore_ms = median_ms(lambda: env.restore(snap), repeats * 10)
+    replay_ms = median_ms(lambda: env.restore(replay), repeats)
+    return snap, snapshot_ms, restore_ms, replay_ms
+
+
 def walk(env: TextEnv, depth: int, seed: int) -> None:
     """Reset and take ``depth`` random admissible steps that do not end the episode."""
     rng = random.Random(seed)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 
-from bench_common import median_ms, walk
+from bench_common import fork_costs, median_ms
 from rich.console import Console
 from rich.table import Table
 
@@ -28,12 +28,7 @@ def bench_env(
     rows = []
     env = make()
     for depth in DEPTHS:
-        walk(env, depth, seed=depth)
-        snap = env.snapshot()
-        replay = snap.replay_only()
-        snapshot_ms = median_ms(env.snapshot, repeats * 10)
-        restore_ms = median_ms(lambda s=snap: env.restore(s), repeats * 10)
-        replay_ms = median_ms(lambda s=replay: env.restore(s), repeats)
+        snap, snapshot_ms, restore_ms, replay_ms = fork_costs(env, depth, repeats)
 
         def new_env(snap=snap) -> None:
             twin = env._spawn_twin()
