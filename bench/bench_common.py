@@ -1,11 +1,17 @@
-"""Helpers shared by the forking benches (run as scripts: ``python bench/<name>.py``)."""
+"""Helpers shared by the benches (run as scripts: ``python bench/<name>.py``) and the result
+types of the suite (``bench/run_all.py``)."""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import platform
 import random
 import statistics
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
 
 from treegym.envs import TextEnv
 
@@ -50,3 +56,136 @@ def walk(env: TextEnv, depth: int, seed: int) -> None:
             raise RuntimeError(
                 f"every admissible command ends the episode at depth {env.episode_depth}"
             )
+
+
+# ---------------------------------------------------------------------- the suite's results
+# Every bench module of the suite (bench/run_all.py) returns ``Section``s: a markdown table, the
+# notes that say what was measured where, and a ``Chart`` that becomes the section's PNG.
+
+
+@dataclass
+class Spread:
+    """One figure measured over repetitions: the median and the min–max range are reported."""
+
+    values: list[float]
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.values)
+
+    @property
+    def lo(self) -> float:
+        return min(self.values)
+
+    @property
+    def hi(self) -> float:
+        return max(self.values)
+
+    def fmt(self, digits: int = 2, suffix: str = "") -> str:
+        """``median (lo–hi)``; just the median when the repetitions agree."""
+        med = f"{self.median:,.{digits}f}{suffix}"
+        if len(self.values) < 2 or self.lo == self.hi:
+            return med
+        return f"{med} ({self.lo:,.{digits}f}–{self.hi:,.{digits}f})"
+
+
+def ratios(num: list[float], den: list[float]) -> Spread:
+    """Per-repetition ratio ``num[i] / den[i]`` (arms measured side by side in repetition i)."""
+    if len(num) != len(den):
+        raise ValueError(f"{len(num)} vs {len(den)} repetitions")
+    return Spread([n / d if d else float("nan") for n, d in zip(num, den, strict=True)])
+
+
+@dataclass
+class Chart:
+    """A grouped bar chart with min–max error bars: one bar group per ``groups`` entry, one bar
+    per ``series`` entry (its Spreads in ``groups`` order)."""
+
+    ylabel: str
+    groups: list[str]
+    series: dict[str, list[Spread]]
+    log: bool = False
+    reference: float | None = None
+    """Draw a horizontal line here (e.g. 1.0 for ratios against a baseline arm)."""
+
+
+@dataclass
+class Section:
+    """One table of BENCHMARKS.md."""
+
+    slug: str
+    title: str
+    intro: str
+    header: list[str]
+    rows: list[list[str]]
+    notes: list[str] = field(default_factory=list)
+    chart: Chart | None = None
+    headline: str = ""
+    """One sentence with the section's headline ratio (linked from the README)."""
+
+    def markdown(self, png: str | None) -> str:
+        lines = [f"## {self.title}", "", self.intro, ""]
+        lines.append("| " + " | ".join(self.header) + " |")
+        lines.append("|" + "|".join("---" for _ in self.header) + "|")
+        lines += ["| " + " | ".join(row) + " |" for row in self.rows]
+        if self.notes:
+            lines.append("")
+            lines += [f"* {note}" for note in self.notes]
+        if png:
+            lines += ["", f"![{self.title}]({png})"]
+        return "\n".join(lines) + "\n"
+
+
+def plot_chart(chart: Chart, title: str, path: Path) -> None:
+    """Write ``chart`` as a PNG (matplotlib, no display needed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = max(1, len(chart.series))
+    width = 0.8 / n
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.1 * len(chart.groups) + 2), 4.2))
+    for i, (label, spreads) in enumerate(chart.series.items()):
+        xs = [g + (i - (n - 1) / 2) * width for g in range(len(chart.groups))]
+        meds = [s.median for s in spreads]
+        err = [[m - s.lo for m, s in zip(meds, spreads, strict=True)],
+               [s.hi - m for m, s in zip(meds, spreads, strict=True)]]  # fmt: skip
+        ax.bar(xs, meds, width, yerr=err, capsize=3, label=label)
+    if chart.reference is not None:
+        ax.axhline(chart.reference, color="grey", linewidth=0.8, linestyle="--")
+    ax.set_xticks(range(len(chart.groups)), chart.groups, rotation=20, ha="right")
+    ax.set_ylabel(chart.ylabel)
+    if chart.log:
+        ax.set_yscale("log")
+    ax.set_title(title, fontsize=10)
+    if len(chart.series) > 1:
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def machine() -> dict[str, str]:
+    """What the numbers were measured on."""
+    import torch
+
+    cpu = "unknown"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    mem = "unknown"
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        kb = int(Path("/proc/meminfo").read_text().split()[1])
+        mem = f"{kb / 2**20:.1f} GiB"
+    return {
+        "cpu": cpu,
+        "cores": str(os.cpu_count()),
+        "memory": mem,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "platform": platform.platform(),
+        "gpu": "none",
+    }

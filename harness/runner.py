@@ -67,9 +67,10 @@ class TaskResult:
     error: str | None = None
 
 
-def child_seed(task: Task, tree: Tree, key: tuple[int, ...]) -> int:
-    """Sampling seed of a branch: a function of where it is in the tree, not of timing."""
-    text = f"{task.seed}:{task.task_id}:{tree.index}:{'.'.join(map(str, key))}"
+def child_seed(seed: int, task: Task, tree: Tree, key: tuple[int, ...]) -> int:
+    """Sampling seed of a branch: a function of the run's ``seed`` and of where the branch is
+    in the tree, not of timing (so ``--seed`` changes the samples and nothing else does)."""
+    text = f"{seed}:{task.seed}:{task.task_id}:{tree.index}:{'.'.join(map(str, key))}"
     return int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "little") & 0x7FFFFFFF
 
 
@@ -163,7 +164,7 @@ class TaskContext:
         requests = [
             GenerateRequest(
                 tuple(prompt),
-                replace(sampling, seed=child_seed(self.task, tree, key)),
+                replace(sampling, seed=child_seed(r.seed, self.task, tree, key)),
                 hints=start.info,
             )
             for key in keys
