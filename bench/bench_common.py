@@ -38,6 +38,37 @@ def fork_costs(env: TextEnv, depth: int, repeats: int):
     return snap, snapshot_ms, restore_ms, replay_ms
 
 
+@dataclass
+class ForkArms:
+    """Median ms of each way to get an env back to a node's state, at one depth."""
+
+    snapshot_ms: float
+    restore_ms: float
+    replay_ms: float
+    new_env_ms: float
+
+    @property
+    def fork_ms(self) -> float:
+        """Native snapshot + restore: what the harness pays per fork."""
+        return self.snapshot_ms + self.restore_ms
+
+
+def fork_arms(env: TextEnv, depth: int, repeats: int):
+    """:func:`fork_costs` plus a new env of the same game in this process (the env's own twin,
+    sharing what it can, e.g. ALFWorld's loaded game) restored to the snapshot. Returns the
+    snapshot and the :class:`ForkArms`; ``env`` is left at the snapshot's state."""
+    snap, snapshot_ms, restore_ms, replay_ms = fork_costs(env, depth, repeats)
+
+    def new_env() -> None:
+        twin = env._spawn_twin()
+        twin.restore(snap)
+        twin.close()
+
+    new_ms = median_ms(new_env, max(3, repeats // 4))
+    env.restore(snap)
+    return snap, ForkArms(snapshot_ms, restore_ms, replay_ms, new_ms)
+
+
 def walk(env: TextEnv, depth: int, seed: int) -> None:
     """Reset and take ``depth`` random admissible steps that do not end the episode."""
     rng = random.Random(seed)
@@ -134,6 +165,26 @@ class Section:
         if png:
             lines += ["", f"![{self.title}]({png})"]
         return "\n".join(lines) + "\n"
+
+
+def print_sections(sections: list[Section]) -> None:
+    """Print Sections in the terminal (the benches' CLIs): intro, a rich table, notes, headline."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(width=max(Console().width, 120))
+    for section in sections:
+        table = Table(title=section.title)
+        for i, col in enumerate(section.header):
+            table.add_column(col, justify="left" if i == 0 else "right")
+        for row in section.rows:
+            table.add_row(*row)
+        console.print(section.intro, markup=False, highlight=False)
+        console.print(table)
+        for note in section.notes:
+            console.print(f"* {note}", markup=False, highlight=False)
+        if section.headline:
+            console.print(section.headline, markup=False, style="bold")
 
 
 def plot_chart(chart: Chart, title: str, path: Path) -> None:
