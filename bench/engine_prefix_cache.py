@@ -1,0 +1,581 @@
+"""Engine-level prefix caching: the sampler comparison against an engine with its prefix cache
+on, and against the same engine with it off (the control arm), side by side in one run.
+
+What is compared: ``chain`` (G=6) and ``tree_grpo`` (published M=2 N=2 L=1 K=3) on held-out
+tw-cooking games of the embedded model's family, through ``SGLangPolicy`` — the HTTP client of
+SGLang's native ``/generate`` — against two servers of the same model: one with its prefix
+cache, one without. Each arm starts cold (``POST /flush_cache`` before it), the arm order
+alternates over the repetitions, and the sampling seeds are the same in both arms. Reported per
+sampler and arm: prompt tokens, the prompt tokens the engine served from its cache
+(``meta_info.cached_tokens``), the prompt tokens it computed, generated tokens, engine-busy
+seconds (time with at least one ``/generate`` in flight) and wall seconds; per sampler the
+ratios off/on of computed prompt tokens and of wall seconds, and the seconds saved. It also
+checks that the two arms sampled the same trajectories (same ids) for the same seeds.
+
+Three ways to run it:
+
+* ``sections(size)`` (the suite, ``bench/run_all.py``; size ``smoke`` or ``full``), or
+  ``python bench/engine_prefix_cache.py [--size full]``: starts two ``treegym serve --engine
+  hf`` servers of the embedded model on free 127.0.0.1 ports, one with ``--cache-mb 0`` (its
+  prefix KV cache disabled), and measures on this machine's CPU.
+* ``python bench/engine_prefix_cache.py --sglang-model PATH`` (PATH may be ``embedded``; needs a
+  GPU and ``pip install sglang``): starts ``treegym serve --engine sglang --model PATH`` twice,
+  once with ``--disable-radix-cache``, each with ``--mem-fraction-static 0.35`` so both fit on
+  one GPU (``--sglang-args "..."`` replaces that; add ``--enable-deterministic-inference`` to
+  make the two arms sample token-identical trajectories), and runs the same comparison.
+* ``python bench/engine_prefix_cache.py --urls-on URL --urls-off URL``: servers you started
+  yourself (e.g. ``python -m sglang.launch_server --model-path PATH --port 30000`` and the
+  same with ``--disable-radix-cache --port 30001``); comma-separated lists are engines behind
+  client-side sticky routing. ``--tokenizer`` is the tokenizer of the served model (default:
+  the embedded one); it must know the ReAct template's special tokens. Each server's
+  ``/get_server_info`` must report ``disable_radix_cache`` as its arm expects when it reports
+  it at all.
+
+Every mode prints the same markdown table. Servers this script starts are stopped whatever
+happens (SIGTERM to their process group, SIGKILL after a grace period).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench_common import Chart, Section, Spread, machine, ratios
+
+from treegym.envs.textworld_games import make_game
+from treegym.harness import (
+    Budget,
+    ChainSampler,
+    EnvExecutor,
+    InProcessExecutor,
+    ProcessExecutor,
+    Runner,
+    Sampler,
+    Task,
+    TreeGRPOSampler,
+)
+from treegym.policies import Policy, PolicyError, ReActTemplate, SamplingParams
+from treegym.policies.embedded import EVAL_SEEDS, embedded_game_spec, embedded_model_path
+from treegym.policies.launcher import wait_healthy
+from treegym.policies.protocol import GenerateRequest, GenerateResult
+from treegym.policies.react import END
+from treegym.policies.sglang import SGLangPolicy
+
+SLUG = "engine_prefix_cache"
+TITLE = "Engine-level prefix caching: cache on vs off (the control arm)"
+REPEATS = 3
+SAMPLERS: dict[str, Any] = {
+    "chain G=6": lambda: ChainSampler(6),
+    "tree_grpo M2 N2 L1 K3": TreeGRPOSampler.published,
+}
+ARMS = ("on", "off")
+
+
+@dataclass(frozen=True)
+class Size:
+    tasks: int
+    max_episode_steps: int
+    max_new_tokens: int
+    workers: int  # env worker processes; 0: in this process
+
+
+SIZES = {
+    "smoke": Size(tasks=1, max_episode_steps=3, max_new_tokens=32, workers=0),
+    "full": Size(tasks=2, max_episode_steps=20, max_new_tokens=48, workers=2),
+}
+
+MEASURED_HERE = (
+    "**Measured where.** Every number in this table was measured on this machine's CPU (no GPU) "
+    "against two `treegym serve --engine hf` servers of the embedded model (transformers with "
+    "treegym's prefix KV cache; the control arm runs with `--cache-mb 0`). No SGLang number is "
+    "in it: SGLang needs a GPU, which this project does not have."
+)
+RECIPE = (
+    "**The same comparison on SGLang** (GPU, `pip install sglang`): "
+    "`python bench/engine_prefix_cache.py --sglang-model PATH` (PATH may be `embedded`) starts "
+    "`treegym serve --engine sglang --model PATH` twice, once with SGLang's "
+    "`--disable-radix-cache`, both with `--mem-fraction-static 0.35` so they share one GPU "
+    '(`--sglang-args "..."` replaces that), and prints this table for RadixAttention; or start '
+    "the two servers yourself (`python -m sglang.launch_server --model-path PATH --port 30000` "
+    "and the same with `--disable-radix-cache --port 30001`) and run "
+    "`python bench/engine_prefix_cache.py --urls-on http://127.0.0.1:30000 --urls-off "
+    "http://127.0.0.1:30001 --tokenizer PATH`. The URL mode is the one tested here (against two "
+    "treegym hf servers); the launch mode only adds the two `treegym serve --engine sglang` "
+    "processes. Add `--enable-deterministic-inference` to SGLang's arguments if the two arms "
+    "should sample the same trajectories token for token; the table's notes say whether they did."
+)
+
+
+# ---------------------------------------------------------------------- servers
+def free_ports(n: int) -> list[int]:
+    """``n`` distinct free TCP ports on 127.0.0.1 (held open together while picked)."""
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def treegym_serve(*args: str) -> list[str]:
+    """The ``treegym serve`` command line, run by this interpreter (no PATH lookup)."""
+    return [sys.executable, "-c", "from treegym.cli import app; app()", "serve", *args]
+
+
+def hf_server(port: int, cache_on: bool, model: str = "embedded") -> list[str]:
+    return treegym_serve("--engine", "hf", "--model", model, "--host", "127.0.0.1",
+                         "--port", str(port), "--cache-mb", "256" if cache_on else "0")  # fmt: skip
+
+
+def sglang_server(port: int, cache_on: bool, model: str, extra: Sequence[str]) -> list[str]:
+    off = [] if cache_on else ["--disable-radix-cache"]
+    return treegym_serve("--engine", "sglang", "--model", model, "--host", "127.0.0.1",
+                         "--port", str(port), *extra, *off)  # fmt: skip
+
+
+def _stop_group(proc: subprocess.Popen, grace_s: float = 20.0) -> None:
+    """SIGTERM the server's whole process group (``treegym serve --engine sglang`` has SGLang's
+    processes under it), then SIGKILL what is left after ``grace_s``."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(grace_s)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+def _die_with_parent() -> None:
+    """In the server's process, before exec: SIGTERM it when this process dies (Linux), so a
+    SIGKILLed bench leaves no server behind."""
+    with contextlib.suppress(Exception):
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def _raise_exit(signum: int, _frame: Any) -> None:
+    raise SystemExit(128 + signum)
+
+
+@contextlib.contextmanager
+def served(commands: Sequence[Sequence[str]], urls: Sequence[str],
+           timeout_s: float) -> Iterator[None]:  # fmt: skip
+    """Run each command (a server at its URL) for the ``with`` block; all are stopped after,
+    whatever happens (an exception, Ctrl-C, a SIGTERM to this process — turned into SystemExit
+    while the servers run — or this process being killed). A server that dies or never answers
+    ``/health`` fails with its log's tail."""
+    procs: list[subprocess.Popen] = []
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _raise_exit) if main_thread else None
+    try:
+        with tempfile.TemporaryDirectory(prefix="treegym-bench-") as tmp:
+            logs = [Path(tmp) / f"server{i}.log" for i in range(len(commands))]
+            try:
+                for command, log in zip(commands, logs, strict=True):
+                    with open(log, "wb") as fh:
+                        procs.append(subprocess.Popen(
+                            list(command), stdout=fh, stderr=subprocess.STDOUT,
+                            start_new_session=True, preexec_fn=_die_with_parent,
+                        ))  # fmt: skip
+                for url, proc, log in zip(urls, procs, logs, strict=True):
+                    try:
+                        wait_healthy(url, timeout_s, proc)
+                    except PolicyError as exc:
+                        tail = log.read_text(errors="replace")[-2000:]
+                        raise PolicyError(f"{exc}\n--- server log tail ---\n{tail}") from None
+                yield
+            finally:
+                for proc in procs:
+                    _stop_group(proc)
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _http(url: str, method: str = "GET", timeout: float = 30.0) -> bytes:
+    req = urllib.request.Request(url, method=method, data=b"" if method == "POST" else None)
+    with urllib.request.urlopen(req, timeout=timeout) as resp:
+        return resp.read()
+
+
+def flush_cache(urls: Sequence[str], attempts: int = 20) -> None:
+    """``POST /flush_cache`` on every URL (SGLang answers 400 while requests run: retry)."""
+    for url in urls:
+        for attempt in range(attempts):
+            try:
+                _http(url + "/flush_cache", "POST")
+                break
+            except urllib.error.HTTPError as exc:
+                if exc.code != 400 or attempt == attempts - 1:
+                    raise PolicyError(f"{url}/flush_cache failed: HTTP {exc.code}") from None
+                time.sleep(0.5)
+
+
+def server_info(url: str) -> dict[str, Any]:
+    """``/get_server_info`` (``{}`` when the server has none)."""
+    try:
+        info = json.loads(_http(url + "/get_server_info"))
+    except (urllib.error.URLError, OSError, ValueError):
+        return {}
+    return info if isinstance(info, dict) else {}
+
+
+def check_arms(urls_on: Sequence[str], urls_off: Sequence[str]) -> list[str]:
+    """Refuse servers whose ``/get_server_info`` contradicts their arm; describe each server."""
+    seen = []
+    for arm, urls in (("on", urls_on), ("off", urls_off)):
+        for url in urls:
+            info = server_info(url)
+            disabled = info.get("disable_radix_cache")
+            if disabled is not None and bool(disabled) != (arm == "off"):
+                raise PolicyError(
+                    f"{url} reports disable_radix_cache={disabled} but is given as the cache-"
+                    f"{arm} arm"
+                )
+            version = info.get("version", "unknown version")
+            state = "unknown" if disabled is None else ("off" if disabled else "on")
+            seen.append(f"{url} ({version}, prefix cache {state})")
+    return seen
+
+
+def split_urls(urls: str) -> list[str]:
+    out = [u.strip().rstrip("/") for u in urls.split(",") if u.strip()]
+    if not out:
+        raise ValueError(f"no URL in {urls!r}")
+    return out
+
+
+# ---------------------------------------------------------------------- the measurement
+class BusyTimer(Policy):
+    """Wraps a policy; ``busy_s`` is the time with at least one ``generate`` in flight (the
+    seconds the rollout waited on the engine, however many requests overlapped)."""
+
+    def __init__(self, inner: Policy) -> None:
+        self.inner, self.busy_s, self._inflight, self._t0 = inner, 0.0, 0, 0.0
+
+    async def generate(self, requests: Sequence[GenerateRequest]) -> list[GenerateResult]:
+        if self._inflight == 0:
+            self._t0 = time.perf_counter()
+        self._inflight += 1
+        try:
+            return await self.inner.generate(requests)
+        finally:
+            self._inflight -= 1
+            if self._inflight == 0:
+                self.busy_s += time.perf_counter() - self._t0
+
+    def identity(self) -> dict[str, Any]:
+        return self.inner.identity()
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+@dataclass
+class ArmRun:
+    budget: Budget
+    busy_s: float
+    wall_s: float
+    leaves: dict[tuple[str, int, tuple[int, ...]], tuple[float, ...]] = field(default_factory=dict)
+    """(task, tree, leaf's full id sequence) -> logprobs along its path."""
+
+
+async def run_arm(urls: Sequence[str], sampler: Sampler, tasks: list[Task],
+                  template: ReActTemplate, executor: EnvExecutor,
+                  sampling: SamplingParams) -> ArmRun:  # fmt: skip
+    await asyncio.to_thread(flush_cache, urls)
+    policy = BusyTimer(SGLangPolicy(list(urls)))
+    runner = Runner(policy=policy, template=template, executor=executor, sampler=sampler,
+                    sampling=sampling, concurrency=4, fail_fast=True)  # fmt: skip
+    total = Budget()
+    run = ArmRun(total, 0.0, 0.0)
+    t0 = time.perf_counter()
+    try:
+        async for result in runner.run(tasks):
+            if result.error:
+                raise RuntimeError(f"task {result.task.task_id} failed: {result.error}")
+            result.budget.wall_s = 0.0  # per-task walls overlap; the arm's wall is taken below
+            total += result.budget
+            for tree in result.trees:
+                for leaf in tree.leaves():
+                    key = (result.task.task_id, tree.index, tuple(tree.input_ids(leaf)))
+                    run.leaves[key] = tuple(lp for n in tree.path(leaf) for lp in n.logprobs)
+    finally:
+        await policy.aclose()
+    run.wall_s = time.perf_counter() - t0
+    run.busy_s = policy.busy_s
+    return run
+
+
+async def measure_async(urls_on: Sequence[str], urls_off: Sequence[str], template: ReActTemplate,
+                        size: Size, repeats: int,
+                        log: Any = None) -> dict[str, dict[str, list[ArmRun]]]:  # fmt: skip
+    """``runs[sampler][arm]``: one :class:`ArmRun` per repetition."""
+    tasks = [
+        Task(f"cooking-{s}", {"task": str(make_game(embedded_game_spec(s)))}, seed=s)
+        for s in EVAL_SEEDS[: size.tasks]
+    ]
+    env_kwargs = {"max_episode_steps": size.max_episode_steps}
+    executor: EnvExecutor = (
+        ProcessExecutor("treegym/TextWorld-v0", env_kwargs, n_workers=size.workers)
+        if size.workers
+        else InProcessExecutor("treegym/TextWorld-v0", env_kwargs)
+    )
+    sampling = SamplingParams(max_new_tokens=size.max_new_tokens, temperature=1.0)
+    urls = {"on": list(urls_on), "off": list(urls_off)}
+    runs: dict[str, dict[str, list[ArmRun]]] = {s: {a: [] for a in ARMS} for s in SAMPLERS}
+    try:
+        for rep in range(repeats):
+            arms = ARMS if rep % 2 == 0 else ARMS[::-1]
+            samplers = list(SAMPLERS) if rep % 2 == 0 else list(SAMPLERS)[::-1]
+            for arm in arms:
+                for name in samplers:
+                    run = await run_arm(urls[arm], SAMPLERS[name](), tasks, template, executor,
+                                        sampling)  # fmt: skip
+                    runs[name][arm].append(run)
+                    if log:
+                        log(f"rep {rep + 1}/{repeats} cache {arm:<3} {name:<22} "
+                            f"wall {run.wall_s:6.1f} s  busy {run.busy_s:6.1f} s  computed "
+                            f"{run.budget.computed_prompt_tokens:,}")  # fmt: skip
+    finally:
+        await executor.close()
+    return runs
+
+
+def load_template(tokenizer: str | Path | None) -> ReActTemplate:
+    from transformers import AutoTokenizer
+
+    path = Path(tokenizer).expanduser() if tokenizer else embedded_model_path()
+    tok = AutoTokenizer.from_pretrained(str(path))
+    template = ReActTemplate(tok)
+    if template.end_id == tok.unk_token_id or template.end_id is None:
+        raise ValueError(f"the tokenizer at {path} does not know the ReAct token {END}")
+    return template
+
+
+# ---------------------------------------------------------------------- the table
+def _identity_note(runs: dict[str, dict[str, list[ArmRun]]]) -> str:
+    same, pairs, lp_diff, leaves = 0, 0, 0.0, 0
+    for by_arm in runs.values():
+        for on, off in zip(by_arm["on"], by_arm["off"], strict=True):
+            pairs += 1
+            if on.leaves.keys() == off.leaves.keys():
+                same += 1
+                leaves += len(on.leaves)
+                for key, lps in on.leaves.items():
+                    other = off.leaves[key]
+                    lp_diff = max([lp_diff] + [abs(a - b) for a, b in zip(lps, other, strict=True)])
+    if same == pairs:
+        return (
+            f"Same seeds, same trajectories: in all {pairs} (sampler, repetition) pairs the "
+            f"cache-on and cache-off arms sampled token-identical trajectories ({leaves} in "
+            f"all; logprobs within {lp_diff:.1e}), so the arms differ only in compute."
+        )
+    return (
+        f"The arms sampled different trajectories in {pairs - same} of {pairs} (sampler, "
+        "repetition) pairs (the engine's numerics differ with the cache on and off), so token "
+        "counts differ between arms beyond the cache itself; compare the ratios with that in mind."
+    )
+
+
+def build_section(runs: dict[str, dict[str, list[ArmRun]]], size: Size, repeats: int,
+                  engine: str, where: str, servers: list[str],
+                  extra_notes: Sequence[str] = (), short: str = "") -> Section:  # fmt: skip
+    def spread(name: str, arm: str, fn: Any) -> Spread:
+        return Spread([float(fn(r)) for r in runs[name][arm]])
+
+    header = ["sampler", "prefix cache", "prompt tokens", "cached tokens",
+              "computed prompt tokens", "generated tokens", "engine-busy s", "wall s",
+              "computed off / on", "wall off / on", "seconds saved"]  # fmt: skip
+    rows, comp_r, wall_r, saved = [], {}, {}, {}
+    for name in SAMPLERS:
+        on, off = runs[name]["on"], runs[name]["off"]
+        comp_r[name] = ratios([r.budget.computed_prompt_tokens for r in off],
+                              [r.budget.computed_prompt_tokens for r in on])  # fmt: skip
+        wall_r[name] = ratios([r.wall_s for r in off], [r.wall_s for r in on])
+        saved[name] = Spread([b.wall_s - a.wall_s for a, b in zip(on, off, strict=True)])
+        for arm in ARMS:
+            label = "on" if arm == "on" else "off (control)"
+            tail = (
+                [f"**{comp_r[name].fmt(2, '×')}**", f"**{wall_r[name].fmt(2, '×')}**",
+                 saved[name].fmt(1, " s")]
+                if arm == "on" else ["", "", ""]
+            )  # fmt: skip
+            rows.append([
+                name, label,
+                spread(name, arm, lambda r: r.budget.prompt_tokens).fmt(0),
+                spread(name, arm, lambda r: r.budget.cached_tokens).fmt(0),
+                spread(name, arm, lambda r: r.budget.computed_prompt_tokens).fmt(0),
+                spread(name, arm, lambda r: r.budget.generated_tokens).fmt(0),
+                spread(name, arm, lambda r: r.busy_s).fmt(1),
+                spread(name, arm, lambda r: r.wall_s).fmt(1),
+                *tail,
+            ])  # fmt: skip
+    chain, tree = list(SAMPLERS)
+    m = machine()
+    intro = (
+        f"The sampler comparison through {engine}, with the engine's prefix cache on and off "
+        f"(the control arm), side by side in one run: {size.tasks} held-out tw-cooking "
+        f"game(s) of the embedded model's family, at most {size.max_episode_steps} steps, "
+        f"{size.max_new_tokens} new tokens per turn, temperature 1, 6 training trajectories per "
+        f"task in both samplers, through `SGLangPolicy` (SGLang's `/generate` protocol). "
+        f"{repeats} repetitions, arm order alternating, each arm cold (`/flush_cache` before "
+        f"it); median (min–max). {where}"
+    )
+    notes = [
+        _identity_note(runs),
+        "cached tokens are `meta_info.cached_tokens`: prompt tokens the engine did not compute. "
+        "With the cache off they are not zero: the children of a tree node reach the engine in "
+        "one batch and their shared prompt is computed once (SGLang counts batched siblings "
+        "the same way); the cache adds the reuse across turns and across nodes.",
+        "engine-busy s: time with at least one `/generate` request in flight (client side); "
+        "seconds saved: wall(off) − wall(on) per repetition.",
+        f"Servers: {'; '.join(servers)}.",
+        f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory']}, torch {m['torch']}, GPU: "
+        f"{m['gpu']}.",
+        *extra_notes,
+    ]
+    chart = Chart(
+        ylabel="cache off / cache on (×)",
+        groups=[chain, tree],
+        series={
+            "computed prompt tokens": [comp_r[chain], comp_r[tree]],
+            "wall seconds": [wall_r[chain], wall_r[tree]],
+        },
+        reference=1.0,
+    )
+    headline = (
+        f"Engine prefix cache ({short or engine}): with it on, tree_grpo computes "
+        f"{comp_r[tree].median:.1f}× fewer prompt tokens and finishes {wall_r[tree].median:.2f}× "
+        f"sooner than with it off (chain G=6: {comp_r[chain].median:.1f}× and "
+        f"{wall_r[chain].median:.2f}×)."
+    )
+    return Section(SLUG, TITLE, intro, header, rows, notes, chart, headline)
+
+
+# ---------------------------------------------------------------------- entry points
+def run_comparison(urls_on: Sequence[str], urls_off: Sequence[str], size: Size, *,
+                   repeats: int = REPEATS, tokenizer: str | Path | None = None,
+                   engine: str = "an SGLang-protocol server", where: str = "",
+                   extra_notes: Sequence[str] = (), short: str = "",
+                   log: Any = None) -> Section:  # fmt: skip
+    """The comparison against servers that are already up (the URL mode)."""
+    servers = check_arms(urls_on, urls_off)
+    template = load_template(tokenizer)
+    runs = asyncio.run(measure_async(urls_on, urls_off, template, size, repeats, log))
+    return build_section(runs, size, repeats, engine, where, servers, extra_notes, short)
+
+
+def run_launched(commands: dict[str, list[str]], urls: dict[str, str], size: Size, *,
+                 timeout_s: float, **kwargs: Any) -> Section:  # fmt: skip
+    """Start the two servers, run the comparison, stop them."""
+    with served([commands["on"], commands["off"]], [urls["on"], urls["off"]], timeout_s):
+        return run_comparison([urls["on"]], [urls["off"]], size, **kwargs)
+
+
+def hf_section(size: Size, repeats: int = REPEATS, log: Any = None) -> Section:
+    ports = dict(zip(ARMS, free_ports(2), strict=True))
+    urls = {a: f"http://127.0.0.1:{p}" for a, p in ports.items()}
+    commands = {a: hf_server(p, cache_on=a == "on") for a, p in ports.items()}
+    return run_launched(
+        commands, urls, size, timeout_s=180, repeats=repeats,
+        engine="`treegym serve --engine hf` (the embedded model, transformers on the CPU; "
+               "control arm `--cache-mb 0`)",
+        where="Measured on this machine's CPU; no SGLang figure is in this table (see the "
+              "recipe below).",
+        extra_notes=[MEASURED_HERE, RECIPE], short="`treegym serve --engine hf` on the CPU",
+        log=log,
+    )  # fmt: skip
+
+
+def sections(size: str) -> list[Section]:
+    """The suite's entry point: ``size`` is ``smoke`` or ``full``."""
+    return [hf_section(SIZES[size])]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--size", choices=sorted(SIZES), default="full")
+    ap.add_argument("--tasks", type=int, help="override the size's task count")
+    ap.add_argument("--repeats", type=int, default=REPEATS)
+    ap.add_argument("--sglang-model", help="launch two SGLang servers of this model (or "
+                    "'embedded') through `treegym serve --engine sglang`")  # fmt: skip
+    ap.add_argument(
+        "--sglang-args",
+        default="--mem-fraction-static 0.35",
+        help="extra SGLang arguments for both servers (default: %(default)s)",
+    )
+    ap.add_argument("--urls-on", help="server(s) with the prefix cache on (comma-separated)")
+    ap.add_argument("--urls-off", help="server(s) with it off, e.g. --disable-radix-cache")
+    ap.add_argument("--tokenizer", help="tokenizer folder of the served model (default: the "
+                    "embedded one; with --sglang-model, the model's folder)")  # fmt: skip
+    ap.add_argument("--png", help="also write the chart to this PNG")
+    args = ap.parse_args()
+    size = SIZES[args.size]
+    if args.tasks:
+        size = Size(args.tasks, size.max_episode_steps, size.max_new_tokens, size.workers)
+
+    def log(line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
+
+    if bool(args.urls_on) != bool(args.urls_off):
+        ap.error("give both --urls-on and --urls-off")
+    if args.urls_on and args.sglang_model:
+        ap.error("--urls-on/--urls-off and --sglang-model exclude each other")
+    if args.urls_on:
+        section = run_comparison(
+            split_urls(args.urls_on), split_urls(args.urls_off), size, repeats=args.repeats,
+            tokenizer=args.tokenizer, engine=f"the servers at {args.urls_on} (cache on) and "
+            f"{args.urls_off} (cache off)", where="Measured against user-started servers.",
+            short="the given servers",
+            log=log,
+        )  # fmt: skip
+    elif args.sglang_model:
+        model = args.sglang_model
+        tokenizer = args.tokenizer or (None if model == "embedded" else model)
+        extra = shlex.split(args.sglang_args)
+        ports = dict(zip(ARMS, free_ports(2), strict=True))
+        section = run_launched(
+            {a: sglang_server(p, a == "on", model, extra) for a, p in ports.items()},
+            {a: f"http://127.0.0.1:{p}" for a, p in ports.items()},
+            size, timeout_s=900, repeats=args.repeats, tokenizer=tokenizer,
+            engine=f"SGLang (`treegym serve --engine sglang --model {model}`; control arm "
+                   "`--disable-radix-cache`)",
+            where="Measured on SGLang.", short="SGLang", log=log,
+        )  # fmt: skip
+    else:
+        section = hf_section(size, args.repeats, log)
+    print(section.markdown(None))
+    print(section.headline)
+    if args.png:
+        from bench_common import plot_chart
+
+        plot_chart(section.chart, section.title, Path(args.png))
+
+
+if __name__ == "__main__":
+    main()
