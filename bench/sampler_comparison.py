@@ -1,0 +1,399 @@
+"""Samplers side by side on the same tasks and policy: at equal training trajectories per task
+(table 1 of BENCHMARKS.md) and at equal token budget (table 2).
+
+Arms (6 training trajectories per task unless said): ``chain`` G=6; ``tree_grpo`` in the
+published M=2 N=2 L=1 K=3 and the reference code's M=4 N=2 L=1 (K capped at the 3 leaves a
+tree has: its default K=4 cannot run, so 12 trajectories); ``treepo`` (32-token segments, 6
+finished trajectories, div 2); ``trace`` (2 roots + 4 continuations per task, its online
+logistic predictor); ``chain+selective`` and ``tree_grpo+selective`` (the Selective Rollout
+gate at the paper's K=10, d_L=0.12 around chain G=6 and published tree_grpo).
+
+Everything runs through :class:`~treegym.harness.Runner` with the embedded model
+(``HFPolicy``, prefix KV cache on, temperature 1, a fresh cold policy per arm), env worker
+processes, on held-out tw-cooking games of the embedded model's family (TextWorld) and
+generated ALFWorld tasks of the six types (ALFWorld). A repetition runs every arm once with
+the run seed = the repetition's index (branch seeds derive from it), arms in a rotated order;
+figures are medians over repetitions with the min–max range. Ratios are taken per repetition
+against ``chain`` measured in the same repetition.
+
+Gate figures are exact: branch seeds depend only on a branch's position, so the gated arm's
+groups are the ungated arm's groups cut at step K, and a gated group's ungated twin (same
+repetition) tells whether the gate was right (precision: gated groups whose full group has
+zero reward variance).
+
+Run alone: ``python bench/sampler_comparison.py [--size smoke|full]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench_common import Chart, Section, Spread, ratios
+from transformers.utils import logging as hf_logging
+
+from treegym.envs.alfworld_files import TASK_TYPES
+from treegym.envs.textworld_games import make_game
+from treegym.harness import (
+    Budget,
+    ChainSampler,
+    ProcessExecutor,
+    Runner,
+    Sampler,
+    Task,
+    TaskResult,
+    TraceSampler,
+    TreeGRPOSampler,
+    TreePOSampler,
+)
+from treegym.harness.selective import GatedSampler, is_gated
+from treegym.policies import ReActTemplate, SamplingParams
+from treegym.policies.embedded import EVAL_SEEDS, embedded_game_spec, embedded_model_path
+from treegym.policies.hf import HFPolicy
+
+SIZES = {
+    "smoke": {"tasks": 1, "repeats": 3, "max_steps": {"textworld": 4, "alfworld": 4}},
+    # ALFWorld episodes are capped shorter: the embedded model never saw ALFWorld, so nearly
+    # every trajectory runs to the cap, and 20 steps would double the table's cost.
+    "full": {"tasks": 32, "repeats": 3, "max_steps": {"textworld": 20, "alfworld": 12}},
+}
+GATE_K, GATE_DL = 10, 0.12
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def arms() -> dict[str, Callable[[], Sampler]]:
+    """Fresh samplers per run (TRACE learns during a run)."""
+    return {
+        "chain G=6": lambda: ChainSampler(6),
+        "tree_grpo M2 N2 L1 K3": TreeGRPOSampler.published,
+        "tree_grpo M4 N2 L1 K3": TreeGRPOSampler.reference,
+        "treepo seg32 w6 div2": lambda: TreePOSampler(segment_len=32, max_width=6, div=2),
+        "trace 2+4": lambda: TraceSampler(roots=2, continuations=4),
+        "chain+selective": lambda: GatedSampler(ChainSampler(6), k=GATE_K, d_l=GATE_DL),
+        "tree_grpo+selective": lambda: GatedSampler(
+            TreeGRPOSampler.published(), k=GATE_K, d_l=GATE_DL
+        ),
+    }
+
+
+UNGATED = {"chain+selective": "chain G=6", "tree_grpo+selective": "tree_grpo M2 N2 L1 K3"}
+BASELINE = "chain G=6"
+
+
+@dataclass(frozen=True)
+class EnvSetup:
+    slug: str
+    label: str
+    env_id: str
+    tasks: Callable[[int], list[Task]]
+
+
+def textworld_tasks(n: int) -> list[Task]:
+    seeds = EVAL_SEEDS[:n]
+    return [Task(f"cooking-{s}", {"task": str(make_game(embedded_game_spec(s)))}, s) for s in seeds]
+
+
+def alfworld_tasks(n: int) -> list[Task]:
+    """``n`` generated tasks cycling over the six types (seed i of type i mod 6)."""
+    out = []
+    for i in range(n):
+        spec = f"{TASK_TYPES[i % len(TASK_TYPES)]}:seed={i}"
+        out.append(Task(spec, {"task": spec}, seed=i))
+    return out
+
+
+ENVS = (
+    EnvSetup(
+        "textworld", "TextWorld (held-out tw-cooking)", "treegym/TextWorld-v0", textworld_tasks
+    ),
+    EnvSetup("alfworld", "ALFWorld (generated, six types)", "treegym/ALFWorld-v0", alfworld_tasks),
+)
+
+
+@dataclass
+class ArmRun:
+    """One arm in one repetition: summed counters and per-task outcomes."""
+
+    budget: Budget
+    wall_s: float
+    mixed: dict[str, bool] = field(default_factory=dict)
+    """Per task: do its training leaves have more than one distinct return?"""
+    gated: dict[str, bool] = field(default_factory=dict)
+
+    @property
+    def tasks(self) -> int:
+        return len(self.mixed)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ArmRun:
+        return cls(Budget(**d["budget"]), d["wall_s"], d["mixed"], d["gated"])
+
+
+def mixed_rewards(result: TaskResult) -> bool:
+    trees = {t.index: t for t in result.trees}
+    returns = {trees[i].returns(leaf) for i, leaves in result.training.items() for leaf in leaves}
+    return len(returns) > 1
+
+
+hf_logging.disable_progress_bar()  # one "Loading weights" bar per arm would drown the output
+
+
+async def run_arm(env: EnvSetup, tasks: list[Task], sampler: Sampler, seed: int,
+                  max_steps: int) -> ArmRun:  # fmt: skip
+    policy = HFPolicy(embedded_model_path(), seed=seed)
+    template = ReActTemplate(policy.tokenizer)
+    executor = ProcessExecutor(env.env_id, {"max_episode_steps": max_steps}, n_workers=2)
+    sampling = SamplingParams(max_new_tokens=48, temperature=1.0)
+    runner = Runner(policy=policy, template=template, executor=executor, sampler=sampler,
+                    sampling=sampling, concurrency=4, seed=seed)  # fmt: skip
+    out = ArmRun(Budget(), 0.0)
+    t0 = time.perf_counter()
+    try:
+        async for result in runner.run(tasks):
+            if result.error:
+                raise RuntimeError(f"{result.task.task_id}: {result.error}")
+            result.budget.wall_s = 0.0  # per-task walls overlap; the arm's wall is below
+            out.budget += result.budget
+            out.mixed[result.task.task_id] = mixed_rewards(result)
+            out.gated[result.task.task_id] = is_gated(result.trees)
+    finally:
+        await executor.close()
+    out.wall_s = time.perf_counter() - t0
+    return out
+
+
+def results_dir(size: str) -> Path:
+    """Where finished repetitions are kept (one JSON per env and repetition), so an interrupted
+    run resumes and two envs can be measured by two processes at once (``--env``)."""
+    return RESULTS / f"samplers-{size}"
+
+
+def measure_env(env: EnvSetup, size: str) -> list[dict[str, ArmRun]]:
+    """Every repetition of ``env`` (measuring those not on disk yet), in order."""
+    cfg = SIZES[size]
+    names = list(arms())
+    folder = results_dir(size)
+    folder.mkdir(parents=True, exist_ok=True)
+    tasks: list[Task] | None = None
+    reps = []
+    for rep in range(cfg["repeats"]):
+        path = folder / f"{env.slug}-rep{rep}.json"
+        if path.is_file():
+            saved = json.loads(path.read_text())
+            if saved.get("config") == {**cfg, "arms": names}:
+                reps.append({k: ArmRun.from_dict(v) for k, v in saved["arms"].items()})
+                continue
+        tasks = tasks if tasks is not None else env.tasks(cfg["tasks"])
+        shift = rep % len(names)
+        runs = {}
+        for name in names[shift:] + names[:shift]:
+            sampler = arms()[name]()
+            runs[name] = asyncio.run(run_arm(env, tasks, sampler, rep, cfg["max_steps"][env.slug]))
+        runs = {name: runs[name] for name in names}
+        doc = {"config": {**cfg, "arms": names},
+               "arms": {k: dataclasses.asdict(v) for k, v in runs.items()}}  # fmt: skip
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(doc))
+        tmp.replace(path)
+        reps.append(runs)
+    return reps
+
+
+def measure(size: str, envs: Sequence[EnvSetup] = ENVS) -> dict[str, dict[str, list[ArmRun]]]:
+    """``{env label: {arm: [ArmRun per repetition]}}``."""
+    out = {}
+    for env in envs:
+        reps = measure_env(env, size)
+        out[env.label] = {name: [r[name] for r in reps] for name in arms()}
+    return out
+
+
+# ---------------------------------------------------------------------- figures
+def per_rep(runs: list[ArmRun], fn: Callable[[ArmRun], float]) -> list[float]:
+    return [fn(r) for r in runs]
+
+
+def tokens(r: ArmRun) -> float:
+    """What an engine spends: generated plus computed (uncached) prompt tokens."""
+    return r.budget.generated_tokens + r.budget.computed_prompt_tokens
+
+
+def share_mixed(r: ArmRun) -> float:
+    return sum(r.mixed.values()) / max(1, r.tasks)
+
+
+def gate_figures(gated: list[ArmRun], ungated: list[ArmRun]) -> tuple[Spread, Spread, Spread]:
+    """(gated share, precision, generated tokens saved) per repetition, from the twin arms."""
+    share, precision, saved = [], [], []
+    for g, u in zip(gated, ungated, strict=True):
+        fired = [t for t, on in g.gated.items() if on]
+        share.append(len(fired) / max(1, g.tasks))
+        precision.append(sum(not u.mixed[t] for t in fired) / len(fired) if fired else float("nan"))
+        saved.append(1 - g.budget.generated_tokens / max(1, u.budget.generated_tokens))
+    return Spread(share), Spread(precision), Spread(saved)
+
+
+def equal_trajectories(setup: EnvSetup, runs: dict[str, list[ArmRun]], cfg: dict) -> Section:
+    env = setup.label
+    base = runs[BASELINE]
+    header = ["arm", "trajectories / task", "generated tok", "computed prompt tok",
+              "cached prompt tok", "env steps", "wall s", "distinct leaves", "mixed-reward tasks",
+              "zero-variance groups", "gen tok ÷ chain", "engine tok ÷ chain",
+              "env steps ÷ chain", "wall ÷ chain"]  # fmt: skip
+    rows = []
+    series: dict[str, list[Spread]] = {"generated tokens": [], "engine tokens": [],
+                                       "env steps": [], "wall": []}  # fmt: skip
+    for name, rs in runs.items():
+        b = [r.budget for r in rs]
+        gen = ratios(per_rep(rs, lambda r: r.budget.generated_tokens),
+                     per_rep(base, lambda r: r.budget.generated_tokens))  # fmt: skip
+        eng = ratios(per_rep(rs, tokens), per_rep(base, tokens))
+        steps = ratios(per_rep(rs, lambda r: r.budget.env_steps),
+                       per_rep(base, lambda r: r.budget.env_steps))  # fmt: skip
+        wall = ratios(per_rep(rs, lambda r: r.wall_s), per_rep(base, lambda r: r.wall_s))
+        for key, value in zip(series, (gen, eng, steps, wall), strict=True):
+            series[key].append(value)
+        rows.append([
+            name,
+            Spread([x.leaves / max(1, r.tasks) for x, r in zip(b, rs, strict=True)]).fmt(1),
+            Spread([x.generated_tokens for x in b]).fmt(0),
+            Spread([x.computed_prompt_tokens for x in b]).fmt(0),
+            Spread([x.cached_tokens for x in b]).fmt(0),
+            Spread([x.env_steps for x in b]).fmt(0),
+            Spread(per_rep(rs, lambda r: r.wall_s)).fmt(0),
+            Spread([x.distinct_leaves for x in b]).fmt(0),
+            Spread([100 * share_mixed(r) for r in rs]).fmt(0, "%"),
+            Spread([100 * x.zero_variance_groups / max(1, x.groups) for x in b]).fmt(0, "%"),
+            gen.fmt(), eng.fmt(), steps.fmt(), wall.fmt(),
+        ])  # fmt: skip
+    notes = [
+        "engine tokens = generated + computed (uncached) prompt tokens; ratios are per "
+        "repetition against chain G=6 in the same repetition.",
+        "tree_grpo M4 N2 L1 K3 keeps 12 trajectories per task (the reference code's M=4; its "
+        "K=4 exceeds the 3 leaves a tree has and cannot run), so compare it per trajectory.",
+    ]
+    for gated, ungated in UNGATED.items():
+        share, precision, saved = gate_figures(runs[gated], runs[ungated])
+        notes.append(
+            f"{gated}: gate fired on {share.fmt(2)} of groups, precision {precision.fmt(2)}, "
+            f"generated tokens saved vs ungated {saved.fmt(3)} (Selective Rollout paper, G=8 "
+            f"K=10 d_L=0.12: precision 0.81, 14.0% step tokens saved, ≈39% zero-variance groups)"
+        )
+    trace = ratios(per_rep(runs["trace 2+4"], share_mixed), per_rep(base, share_mixed))
+    notes.append(
+        f"trace 2+4 mixed-reward share {Spread([share_mixed(r) for r in runs['trace 2+4']]).fmt(2)}"
+        f" vs chain {Spread([share_mixed(r) for r in base]).fmt(2)} (ratio {trace.fmt()}; "
+        "TRACE paper: 26.8% → 60.6%)."
+    )
+    treepo = runs["treepo seg32 w6 div2"]
+    notes.append(
+        f"treepo vs chain at 6 finished trajectories: generated tokens "
+        f"{ratios(per_rep(treepo, lambda r: r.budget.generated_tokens), per_rep(base, lambda r: r.budget.generated_tokens)).fmt()}×, "  # noqa: E501
+        f"env steps {ratios(per_rep(treepo, lambda r: r.budget.env_steps), per_rep(base, lambda r: r.budget.env_steps)).fmt()}× "  # noqa: E501
+        "(TreePO paper: up to 40% fewer trajectories, 35% fewer tokens; Tree-GRPO paper: same "
+        "quality at ¼ of the budget, ≈1.5× trajectories at a fixed budget)."
+    )
+    return Section(
+        slug=f"samplers_equal_trajectories_{setup.slug}",
+        title=f"Samplers at equal training trajectories per task: {env}",
+        intro=(
+            f"{cfg['tasks']} tasks, embedded model (HFPolicy, prefix cache on, temperature 1), "
+            f"≤ {cfg['max_steps'][setup.slug]} env steps per episode, {cfg['repeats']} "
+            "repetitions (run seed = repetition), arms in rotated order; medians with min–max "
+            "over repetitions, counters summed over the tasks."
+        ),
+        header=header,
+        rows=rows,
+        notes=notes,
+        chart=Chart("÷ chain G=6 (same repetition)", list(runs), series, reference=1.0),
+        headline=(
+            f"{env}: tree_grpo M2 N2 L1 K3 spends {series['engine tokens'][1].fmt()}× the engine "
+            f"tokens and {series['env steps'][1].fmt()}× the env steps of chain G=6 for the same "
+            "6 trajectories per task."
+        ),
+    )
+
+
+def equal_budget(all_runs: dict[str, dict[str, list[ArmRun]]], cfg: dict) -> Section:
+    """What 100k engine tokens buy, per sampler: training leaves and mixed-reward groups."""
+    rows = []
+    series: dict[str, list[Spread]] = {}
+    for env, runs in all_runs.items():
+        base = runs[BASELINE]
+        series[env] = []
+        for name, rs in runs.items():
+            leaves = Spread([1e5 * r.budget.leaves / max(1, tokens(r)) for r in rs])
+            mixed = [1e5 * sum(r.mixed.values()) / max(1, tokens(r)) for r in rs]
+            base_mixed = [1e5 * sum(r.mixed.values()) / max(1, tokens(r)) for r in base]
+            base_leaves = [1e5 * r.budget.leaves / max(1, tokens(r)) for r in base]
+            series[env].append(Spread(mixed))
+            rows.append([
+                env.split()[0], name,
+                Spread([tokens(r) / max(1, r.tasks) for r in rs]).fmt(0),
+                leaves.fmt(1), ratios(leaves.values, base_leaves).fmt(),
+                Spread(mixed).fmt(2), ratios(mixed, base_mixed).fmt(),
+            ])  # fmt: skip
+    return Section(
+        slug="samplers_equal_budget",
+        title="Samplers at equal token budget",
+        intro=(
+            "What the same engine tokens (generated + computed prompt) buy: training leaves and "
+            "groups with mixed rewards (the only groups GRPO learns from) per 100k tokens, from "
+            "the runs of the equal-trajectory tables. A training step's budget buys "
+            "budget ÷ (tokens per task) task groups from a large task pool, so these rates are "
+            f"the equal-budget comparison. {cfg['repeats']} repetitions, min–max in brackets."
+        ),
+        header=[
+            "env",
+            "arm",
+            "engine tok / task",
+            "leaves / 100k tok",
+            "÷ chain",
+            "mixed groups / 100k tok",
+            "÷ chain",
+        ],
+        rows=rows,
+        notes=[
+            "Tree-GRPO paper: ≈1.5× the trajectories at a fixed budget; TRACE: mixed-outcome "
+            "share 26.8% → 60.6%."
+        ],
+        chart=Chart("mixed-reward groups per 100k engine tokens", list(arms()), series),
+        headline="",
+    )
+
+
+def sections(size: str) -> list[Section]:
+    cfg = SIZES[size]
+    measured = measure(size)
+    out = [equal_trajectories(env, measured[env.label], cfg) for env in ENVS]
+    out.append(equal_budget(measured, cfg))
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--size", choices=sorted(SIZES), default="smoke")
+    ap.add_argument(
+        "--env",
+        choices=[e.slug for e in ENVS],
+        help="only measure this env's repetitions (to run envs in parallel)",
+    )
+    args = ap.parse_args()
+    if args.env:
+        measure(args.size, [e for e in ENVS if e.slug == args.env])
+        return
+    for section in sections(args.size):
+        print(section.markdown(None))
+
+
+if __name__ == "__main__":
+    main()
