@@ -172,7 +172,7 @@ def print_sections(sections: list[Section]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    console = Console(width=max(Console().width, 120))
+    console = Console(width=max(Console().width, 160))
     for section in sections:
         table = Table(title=section.title)
         for i, col in enumerate(section.header):

@@ -51,7 +51,7 @@ GROUP_SIZE = 4
 EPSILON = 0.2
 ENV_KWARGS = {"max_episode_steps": 20}
 SIZES: dict[str, dict[str, Any]] = {
-    "smoke": {"ToyRooms": 8, "TextWorld": 3, "model_tasks": 1, "model_budget": 480},
+    "smoke": {"ToyRooms": 8, "TextWorld": 3, "model_tasks": 1, "model_budget": 240},
     "full": {"ToyRooms": 64, "TextWorld": 16, "model_tasks": 4, "model_budget": None},
 }
 """Tasks per arm: chain tasks per env (``GROUP_SIZE`` trajectories each), model-run tasks and
@@ -309,7 +309,9 @@ def sections(size: str) -> list[Section]:
         "building, advantages and releasing the task's snapshots.",
         "The process pool steps envs in 2 worker processes, so with a slow env its rate can "
         "pass the single-process bare loop's; env s / wall sums the workers' env, restore and "
-        "snapshot seconds and can exceed 1 for the same reason.",
+        "snapshot seconds and can exceed 1 for the same reason. In-process, env calls run in a "
+        "thread that shares the GIL with the event loop, so their timers (env s, restore and "
+        "snapshot ms) include waits for the GIL.",
         "Policy s / wall: the budget's `policy_s` (each result's latency, summed) over the "
         "wall. For the model run the cell is instead the wall fraction during which at least "
         "one `generate` call was outstanding (`HFPolicy` serializes calls, so the model idles "
