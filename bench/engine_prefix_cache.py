@@ -345,6 +345,15 @@ async def measure_async(urls_on: Sequence[str], urls_off: Sequence[str], templat
     )
     sampling = SamplingParams(max_new_tokens=size.max_new_tokens, temperature=1.0)
     urls = {"on": list(urls_on), "off": list(urls_off)}
+    # Warm every server (first forward passes, allocator) so no arm pays for it.
+    warm = GenerateRequest(tuple(template.prompt_ids("You are in a kitchen.", ["look"])),
+                           SamplingParams(max_new_tokens=8, temperature=1.0, seed=0))  # fmt: skip
+    for url in [*urls_on, *urls_off]:
+        client = SGLangPolicy(url)
+        try:
+            await client.generate([warm, warm])
+        finally:
+            await client.aclose()
     runs: dict[str, dict[str, list[ArmRun]]] = {s: {a: [] for a in ARMS} for s in SAMPLERS}
     try:
         for rep in range(repeats):
@@ -390,8 +399,8 @@ def _identity_note(runs: dict[str, dict[str, list[ArmRun]]]) -> str:
     if same == pairs:
         return (
             f"Same seeds, same trajectories: in all {pairs} (sampler, repetition) pairs the "
-            f"cache-on and cache-off arms sampled token-identical trajectories ({leaves} in "
-            f"all; logprobs within {lp_diff:.1e}), so the arms differ only in compute."
+            f"cache-on and cache-off arms sampled token-identical trajectories ({leaves} distinct "
+            f"ones in all; logprobs within {lp_diff:.1e}), so the arms differ only in compute."
         )
     return (
         f"The arms sampled different trajectories in {pairs - same} of {pairs} (sampler, "
@@ -400,9 +409,67 @@ def _identity_note(runs: dict[str, dict[str, list[ArmRun]]]) -> str:
     )
 
 
+def _cached_note(runs: dict[str, dict[str, list[ArmRun]]]) -> str:
+    off = sum(r.budget.cached_tokens for by_arm in runs.values() for r in by_arm["off"])
+    text = "cached tokens are `meta_info.cached_tokens`: prompt tokens the engine did not compute. "
+    if not off:
+        return text + "With the cache off they are 0: the engine computed every prompt token."
+    return text + (
+        "With the cache off they are not all 0: requests with the same prompt sent in one batch "
+        "(children of a node) have that prompt computed once, which SGLang reports the same way; "
+        "the cache adds the reuse across turns and across nodes."
+    )
+
+
+def _per_token_note(runs: dict[str, dict[str, list[ArmRun]]]) -> str:
+    """Engine seconds saved per prompt token not computed, against the cost of decoding."""
+    saved_us, decode_ms = [], []
+    for by_arm in runs.values():
+        for on, off in zip(by_arm["on"], by_arm["off"], strict=True):
+            tokens = off.budget.computed_prompt_tokens - on.budget.computed_prompt_tokens
+            if tokens > 0:
+                saved_us.append(1e6 * (off.busy_s - on.busy_s) / tokens)
+            if on.budget.generated_tokens:
+                decode_ms.append(1e3 * on.busy_s / on.budget.generated_tokens)
+    if not saved_us or not decode_ms:
+        return "No prompt tokens were saved by the cache in this run."
+    return (
+        f"Each prompt token the cache spared saved {Spread(saved_us).fmt(0, ' µs')} of engine "
+        f"time, while the cache-on arms spent {Spread(decode_ms).fmt(1, ' ms')} of engine time "
+        "per generated token (prefill of a whole prompt runs as one batched forward pass, "
+        "decoding one forward pass per token): wall time falls far less than computed prompt "
+        "tokens on this engine, and the gap depends on the engine and hardware."
+    )
+
+
+@dataclass(frozen=True)
+class Labels:
+    """What the table says about where it was measured."""
+
+    engine: str
+    """The engine, in the intro (markdown)."""
+    short: str
+    """The engine, in the headline."""
+    where: str
+    """The intro's last sentence: where the numbers were measured."""
+    machine: str = "Machine"
+    """How the machine note names this machine (the servers may run elsewhere)."""
+    notes: tuple[str, ...] = ()
+
+
+HF_LABELS = Labels(
+    engine="`treegym serve --engine hf` (the embedded model, transformers on the CPU; control "
+    "arm `--cache-mb 0`)",
+    short="`treegym serve --engine hf` on the CPU",
+    where="Measured on this machine's CPU; no SGLang figure is in this table (see the recipe "
+    "below).",
+    machine="Machine (client and servers)",
+    notes=(MEASURED_HERE, RECIPE),
+)
+
+
 def build_section(runs: dict[str, dict[str, list[ArmRun]]], size: Size, repeats: int,
-                  engine: str, where: str, servers: list[str],
-                  extra_notes: Sequence[str] = (), short: str = "") -> Section:  # fmt: skip
+                  labels: Labels, servers: list[str]) -> Section:  # fmt: skip
     def spread(name: str, arm: str, fn: Any) -> Spread:
         return Spread([float(fn(r)) for r in runs[name][arm]])
 
@@ -435,27 +502,31 @@ def build_section(runs: dict[str, dict[str, list[ArmRun]]], size: Size, repeats:
             ])  # fmt: skip
     chain, tree = list(SAMPLERS)
     m = machine()
+    with contextlib.suppress(Exception):
+        import torch
+
+        if torch.cuda.is_available():
+            m["gpu"] = torch.cuda.get_device_name(0)
     intro = (
-        f"The sampler comparison through {engine}, with the engine's prefix cache on and off "
-        f"(the control arm), side by side in one run: {size.tasks} held-out tw-cooking "
-        f"game(s) of the embedded model's family, at most {size.max_episode_steps} steps, "
+        f"The sampler comparison through {labels.engine}, with the engine's prefix cache on "
+        f"and off (off is the control arm), side by side in one run: {size.tasks} held-out "
+        f"tw-cooking game{'s' if size.tasks > 1 else ''} of the embedded model's family, at "
+        f"most {size.max_episode_steps} steps, "
         f"{size.max_new_tokens} new tokens per turn, temperature 1, 6 training trajectories per "
         f"task in both samplers, through `SGLangPolicy` (SGLang's `/generate` protocol). "
         f"{repeats} repetitions, arm order alternating, each arm cold (`/flush_cache` before "
-        f"it); median (min–max). {where}"
+        f"it); median (min–max). {labels.where}"
     )
     notes = [
         _identity_note(runs),
-        "cached tokens are `meta_info.cached_tokens`: prompt tokens the engine did not compute. "
-        "With the cache off they are not zero: the children of a tree node reach the engine in "
-        "one batch and their shared prompt is computed once (SGLang counts batched siblings "
-        "the same way); the cache adds the reuse across turns and across nodes.",
+        _cached_note(runs),
+        _per_token_note(runs),
         "engine-busy s: time with at least one `/generate` request in flight (client side); "
         "seconds saved: wall(off) − wall(on) per repetition.",
         f"Servers: {'; '.join(servers)}.",
-        f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory']}, torch {m['torch']}, GPU: "
-        f"{m['gpu']}.",
-        *extra_notes,
+        f"{labels.machine}: {m['cpu']}, {m['cores']} cores, {m['memory']}, "
+        f"torch {m['torch']}, GPU: {m['gpu']}.",
+        *labels.notes,
     ]
     chart = Chart(
         ylabel="cache off / cache on (×)",
@@ -467,7 +538,7 @@ def build_section(runs: dict[str, dict[str, list[ArmRun]]], size: Size, repeats:
         reference=1.0,
     )
     headline = (
-        f"Engine prefix cache ({short or engine}): with it on, tree_grpo computes "
+        f"Engine prefix cache ({labels.short}): with it on, tree_grpo computes "
         f"{comp_r[tree].median:.1f}× fewer prompt tokens and finishes {wall_r[tree].median:.2f}× "
         f"sooner than with it off (chain G=6: {comp_r[chain].median:.1f}× and "
         f"{wall_r[chain].median:.2f}×)."
@@ -476,43 +547,70 @@ def build_section(runs: dict[str, dict[str, list[ArmRun]]], size: Size, repeats:
 
 
 # ---------------------------------------------------------------------- entry points
-def run_comparison(urls_on: Sequence[str], urls_off: Sequence[str], size: Size, *,
-                   repeats: int = REPEATS, tokenizer: str | Path | None = None,
-                   engine: str = "an SGLang-protocol server", where: str = "",
-                   extra_notes: Sequence[str] = (), short: str = "",
+def run_comparison(urls_on: Sequence[str], urls_off: Sequence[str], size: Size, labels: Labels,
+                   *, repeats: int = REPEATS, tokenizer: str | Path | None = None,
                    log: Any = None) -> Section:  # fmt: skip
     """The comparison against servers that are already up (the URL mode)."""
     servers = check_arms(urls_on, urls_off)
     template = load_template(tokenizer)
     runs = asyncio.run(measure_async(urls_on, urls_off, template, size, repeats, log))
-    return build_section(runs, size, repeats, engine, where, servers, extra_notes, short)
+    return build_section(runs, size, repeats, labels, servers)
 
 
-def run_launched(commands: dict[str, list[str]], urls: dict[str, str], size: Size, *,
-                 timeout_s: float, **kwargs: Any) -> Section:  # fmt: skip
-    """Start the two servers, run the comparison, stop them."""
+def run_launched(commands: dict[str, list[str]], urls: dict[str, str], size: Size,
+                 labels: Labels, *, timeout_s: float, **kwargs: Any) -> Section:  # fmt: skip
+    """Start the two servers (``commands[arm]`` serving at ``urls[arm]``), run the comparison,
+    stop them."""
     with served([commands["on"], commands["off"]], [urls["on"], urls["off"]], timeout_s):
-        return run_comparison([urls["on"]], [urls["off"]], size, **kwargs)
+        return run_comparison([urls["on"]], [urls["off"]], size, labels, **kwargs)
+
+
+def launch_args(make: Any) -> tuple[dict[str, list[str]], dict[str, str]]:
+    """Commands and URLs of the two arms on free ports; ``make(port, cache_on)``."""
+    ports = dict(zip(ARMS, free_ports(2), strict=True))
+    commands = {a: make(p, a == "on") for a, p in ports.items()}
+    return commands, {a: f"http://127.0.0.1:{p}" for a, p in ports.items()}
 
 
 def hf_section(size: Size, repeats: int = REPEATS, log: Any = None) -> Section:
-    ports = dict(zip(ARMS, free_ports(2), strict=True))
-    urls = {a: f"http://127.0.0.1:{p}" for a, p in ports.items()}
-    commands = {a: hf_server(p, cache_on=a == "on") for a, p in ports.items()}
-    return run_launched(
-        commands, urls, size, timeout_s=180, repeats=repeats,
-        engine="`treegym serve --engine hf` (the embedded model, transformers on the CPU; "
-               "control arm `--cache-mb 0`)",
-        where="Measured on this machine's CPU; no SGLang figure is in this table (see the "
-              "recipe below).",
-        extra_notes=[MEASURED_HERE, RECIPE], short="`treegym serve --engine hf` on the CPU",
-        log=log,
-    )  # fmt: skip
+    """Two ``treegym serve --engine hf`` servers of the embedded model, measured here."""
+    commands, urls = launch_args(hf_server)
+    return run_launched(commands, urls, size, HF_LABELS, timeout_s=180, repeats=repeats, log=log)
 
 
 def sections(size: str) -> list[Section]:
     """The suite's entry point: ``size`` is ``smoke`` or ``full``."""
     return [hf_section(SIZES[size])]
+
+
+def dispatch(args: argparse.Namespace, size: Size, log: Any) -> Section:
+    """The mode the command line asked for: URLs, launched SGLang, or the hf servers."""
+    if args.urls_on:
+        on, off = split_urls(args.urls_on), split_urls(args.urls_off)
+        labels = Labels(
+            engine=f"the servers at {', '.join(on)} (cache on) and {', '.join(off)} (cache off)",
+            short="the given servers",
+            where="Measured against servers started by the user; the machine note describes "
+            "the client only.",
+            machine="Client machine",
+        )
+        return run_comparison(
+            on, off, size, labels, repeats=args.repeats, tokenizer=args.tokenizer, log=log
+        )
+    if args.sglang_model:
+        model = args.sglang_model
+        tokenizer = args.tokenizer or (None if model == "embedded" else model)
+        extra = shlex.split(args.sglang_args)
+        commands, urls = launch_args(lambda p, on: sglang_server(p, on, model, extra))
+        labels = Labels(
+            engine=f"SGLang (`treegym serve --engine sglang --model {model}`; control arm "
+            "`--disable-radix-cache`)",
+            short="SGLang",
+            where=f"Measured on SGLang (server arguments: {args.sglang_args or 'none'}).",
+        )
+        return run_launched(commands, urls, size, labels, timeout_s=900, repeats=args.repeats,
+                            tokenizer=tokenizer, log=log)  # fmt: skip
+    return hf_section(size, args.repeats, log)
 
 
 def main() -> None:
@@ -546,29 +644,10 @@ def main() -> None:
         ap.error("give both --urls-on and --urls-off")
     if args.urls_on and args.sglang_model:
         ap.error("--urls-on/--urls-off and --sglang-model exclude each other")
-    if args.urls_on:
-        section = run_comparison(
-            split_urls(args.urls_on), split_urls(args.urls_off), size, repeats=args.repeats,
-            tokenizer=args.tokenizer, engine=f"the servers at {args.urls_on} (cache on) and "
-            f"{args.urls_off} (cache off)", where="Measured against user-started servers.",
-            short="the given servers",
-            log=log,
-        )  # fmt: skip
-    elif args.sglang_model:
-        model = args.sglang_model
-        tokenizer = args.tokenizer or (None if model == "embedded" else model)
-        extra = shlex.split(args.sglang_args)
-        ports = dict(zip(ARMS, free_ports(2), strict=True))
-        section = run_launched(
-            {a: sglang_server(p, a == "on", model, extra) for a, p in ports.items()},
-            {a: f"http://127.0.0.1:{p}" for a, p in ports.items()},
-            size, timeout_s=900, repeats=args.repeats, tokenizer=tokenizer,
-            engine=f"SGLang (`treegym serve --engine sglang --model {model}`; control arm "
-                   "`--disable-radix-cache`)",
-            where="Measured on SGLang.", short="SGLang", log=log,
-        )  # fmt: skip
-    else:
-        section = hf_section(size, args.repeats, log)
+    try:
+        section = dispatch(args, size, log)
+    except (PolicyError, ValueError, OSError) as exc:
+        sys.exit(f"error: {exc}")
     print(section.markdown(None))
     print(section.headline)
     if args.png:
