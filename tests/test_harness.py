@@ -167,6 +167,22 @@ def test_context_guard_stops_branches(template):
             assert all(len(t.input_ids(n)) <= 400 for n in t.nodes)
 
 
+def test_an_observation_past_the_context_is_cut_and_ends_the_branch(template):
+    """The guard lets a turn start when prompt + max_new_tokens fits; the env's answer may not
+    fit after it. It is cut to the context, and the branch ends ``context``."""
+    (free,) = _run(template, ChainSampler(1), TOY_TASKS[:1])
+    tree = free.trees[0]
+    first = tree.nodes[1]
+    context = len(tree.prompt_ids) + 48  # exactly the guard's minimum for the first turn
+    room = context - len(tree.prompt_ids) - len(first.generated_ids) - len(first.closing_ids)
+    assert len(first.observation_ids) > room, "the observation fits: test proves nothing"
+    (cut,) = _run(template, ChainSampler(1), TOY_TASKS[:1], context_length=context)
+    node = cut.trees[0].nodes[1]
+    assert node.generated_ids == first.generated_ids and node.reward == first.reward
+    assert node.observation_ids == first.observation_ids[:room] and node.ended == "context"
+    assert len(cut.trees[0].input_ids(node)) == context and len(cut.trees[0].nodes) == 2
+
+
 def test_every_node_equals_a_fresh_replay_of_its_path(template):
     results = _run(template, TreeGRPOSampler(m=2, n=3, l=2, k=None), TOY_TASKS[:3],
                    env_kwargs={"slip_prob": 0.4})  # fmt: skip

@@ -345,7 +345,8 @@ def collect_command(
     ] = None,
     task_seed: Annotated[int | None, typer.Option(help="First seed of a task pattern.")] = None,
     sampler: Annotated[
-        str | None, typer.Option(help="chain | tree_grpo. [default: tree_grpo]")
+        str | None,
+        typer.Option(help="chain | tree_grpo | treepo | trace | selective. [default: tree_grpo]"),
     ] = None,
     param: Annotated[
         list[str],
@@ -353,8 +354,24 @@ def collect_command(
             "--param",
             "-p",
             help="Sampler parameter key=value (repeatable): tree_grpo m,n,l,k (default "
-            "2,2,1,3, the published setting); chain group_size (default 6). Leaves per task "
+            "2,2,1,3, the published setting); chain group_size (default 6); treepo "
+            "segment_len,max_width,div,...; trace roots,continuations,... Leaves per task "
             "follow from these.",
+        ),
+    ] = [],  # noqa: B006 - typer needs a literal default
+    gate: Annotated[
+        str | None,
+        typer.Option(
+            help="Gate around chain or tree_grpo: selective (Selective Rollout). [default: none]"
+        ),
+    ] = None,
+    gate_param: Annotated[
+        list[str],
+        typer.Option(
+            "--gate-param",
+            "-g",
+            help="Gate parameter key=value (repeatable): selective k (default 10), d_l "
+            "(default 0.12), or_finished.",
         ),
     ] = [],  # noqa: B006 - typer needs a literal default
     policy: Annotated[
@@ -449,7 +466,8 @@ def collect_command(
 
     overrides: dict[str, Any] = {
         "env": env, "tasks": tasks, "n_tasks": n_tasks, "task_seed": task_seed,
-        "sampler": sampler, "policy": policy, "tokenizer": tokenizer, "temperature": temperature,
+        "sampler": sampler, "gate": gate, "policy": policy, "tokenizer": tokenizer,
+        "temperature": temperature,
         "max_new_tokens": max_new_tokens, "context_length": context_length,
         "token_budget": token_budget, "concurrency": concurrency, "workers": workers,
         "executor": executor_kind, "ray_address": ray_address,
@@ -457,7 +475,11 @@ def collect_command(
     }  # fmt: skip
     try:
         cfg, _ = resolve_config(
-            config, overrides, env_kwargs=_parse_kwargs(kwarg), sampler_params=_parse_kwargs(param)
+            config,
+            overrides,
+            env_kwargs=_parse_kwargs(kwarg),
+            sampler_params=_parse_kwargs(param),
+            gate_params=_parse_kwargs(gate_param),
         )
     except ConfigError as exc:
         _fail(str(exc))
@@ -504,7 +526,9 @@ def collect_command(
     tasks_ = [Task(task_id, {"task": task}, seed=s) for task_id, task, s in task_specs]
     console.print(
         f"collecting {len(tasks_)} tasks of {cfg.env} with {cfg.sampler} "
-        f"{cfg.resolved_sampler_params()} and {cfg.policy} into {run_path}"
+        f"{cfg.resolved_sampler_params()}"
+        f"{f' gated by {cfg.gate} {cfg.resolved_gate_params()}' if cfg.gate else ''} "
+        f"and {cfg.policy} into {run_path}"
         + (f" ({len(writer.finished)} already finished)" if writer.finished else ""),
         highlight=False,
         soft_wrap=True,

@@ -46,6 +46,11 @@ SAMPLER_DEFAULTS: dict[str, dict[str, Any]] = {
 }
 """Sampler parameters used when none are given (the run records the resolved ones)."""
 
+GATE_DEFAULTS: dict[str, dict[str, Any]] = {
+    "selective": {"k": 10, "d_l": 0.12},  # the Selective Rollout paper's G=8 operating point
+}
+"""Gates (``--gate``) that wrap the chosen sampler, with their default parameters."""
+
 ENV_DEFAULT_TASKS = {
     "treegym/TextWorld-v0": "embedded",
     "treegym/ToyRooms-v0": "toy-{seed}",
@@ -58,8 +63,8 @@ GAME_FILES = ("*.z8", "*.ulx", "game.tw-pddl")
 
 IDENTITY_KEYS = (
     "env", "env_kwargs", "tasks", "n_tasks", "task_seed", "sampler", "sampler_params",
-    "policy", "tokenizer", "temperature", "max_new_tokens", "context_length", "token_budget",
-    "seed",
+    "gate", "gate_params", "policy", "tokenizer", "temperature", "max_new_tokens",
+    "context_length", "token_budget", "seed",
 )  # fmt: skip
 """Keys that change what a run samples: stored in ``config.collect`` (the run's identity)."""
 RUNTIME_KEYS = ("concurrency", "workers", "executor", "ray_address")
@@ -87,6 +92,11 @@ class CollectConfig:
     sampler: str = "tree_grpo"
     sampler_params: dict[str, Any] = field(default_factory=dict)
     """Overrides of ``SAMPLER_DEFAULTS[sampler]`` (e.g. ``{"m": 4}``, ``{"group_size": 8}``)."""
+    gate: str | None = None
+    """A gate wrapping the sampler (``selective``: the Selective Rollout gate around ``chain``
+    or ``tree_grpo``); ``None``: no gate. Same as ``sampler = "selective"`` with ``inner``."""
+    gate_params: dict[str, Any] = field(default_factory=dict)
+    """Overrides of ``GATE_DEFAULTS[gate]`` (e.g. ``{"k": 10, "d_l": 0.12}``)."""
     policy: str = "embedded"
     tokenizer: str | None = None
     """Tokenizer folder for ``sglang:``/``scripted:`` policies; ``None``: the embedded one."""
@@ -130,6 +140,9 @@ class CollectConfig:
     def resolved_sampler_params(self) -> dict[str, Any]:
         return {**SAMPLER_DEFAULTS.get(self.sampler, {}), **self.sampler_params}
 
+    def resolved_gate_params(self) -> dict[str, Any]:
+        return {**GATE_DEFAULTS.get(self.gate, {}), **self.gate_params} if self.gate else {}
+
     def out_path(self, now: _dt.datetime | None = None) -> Path:
         if self.out:
             return Path(self.out).expanduser()
@@ -142,6 +155,7 @@ class CollectConfig:
         out["tasks"] = self.task_source
         out["n_tasks"] = self.resolved_n_tasks
         out["sampler_params"] = self.resolved_sampler_params()
+        out["gate_params"] = self.resolved_gate_params()
         return json.loads(json.dumps(out))
 
     def invocation(self) -> dict[str, Any]:
@@ -182,11 +196,22 @@ class CollectConfig:
             raise ConfigError("--executor ray needs --workers >= 1 (the number of env actors)")
         if self.ray_address and self.executor != "ray":
             raise ConfigError("--ray-address needs --executor ray")
-        if not isinstance(self.env_kwargs, dict) or not isinstance(self.sampler_params, dict):
-            raise ConfigError("env_kwargs and sampler_params must be tables of key = value")
+        tables = (self.env_kwargs, self.sampler_params, self.gate_params)
+        if not all(isinstance(t, dict) for t in tables):
+            raise ConfigError("env_kwargs, sampler_params and gate_params must be tables")
+        if self.gate_params and not self.gate:
+            raise ConfigError("gate parameters (-g) need a gate: --gate selective")
 
     def build_sampler(self) -> Any:
-        return build_sampler(self.sampler, self.resolved_sampler_params())
+        sampler = build_sampler(self.sampler, self.resolved_sampler_params())
+        if self.gate is None:
+            return sampler
+        if self.gate not in GATE_DEFAULTS:
+            raise ConfigError(
+                f"unknown gate {self.gate!r}{_suggest(self.gate, GATE_DEFAULTS)}; "
+                f"choose one of {', '.join(GATE_DEFAULTS)}"
+            )
+        return wrap_in_gate(self.gate, sampler, self.resolved_gate_params())
 
 
 def sampler_parameters(cls: type) -> list[str]:
@@ -243,6 +268,24 @@ def build_sampler(name: str, params: Mapping[str, Any]) -> Any:
         raise ConfigError(f"sampler {name}: {exc}") from None
 
 
+def wrap_in_gate(gate: str, inner: Any, params: Mapping[str, Any]) -> Any:
+    """``inner`` wrapped by the gate sampler registered as ``gate`` (``-g`` parameters)."""
+    from treegym.harness import SAMPLERS
+
+    cls = SAMPLERS[gate]
+    known = [k for k in sampler_parameters(cls) if k != "inner"]
+    unknown = [k for k in params if k not in known]
+    if unknown:
+        raise ConfigError(
+            f"unknown parameter {unknown[0]!r} for gate {gate}"
+            f"{_suggest(unknown[0], known)}; its parameters are {', '.join(known)}"
+        )
+    try:
+        return cls(inner=inner, **params)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"gate {gate}: {exc}") from None
+
+
 # ---------------------------------------------------------------------- config files
 def _suggest(word: str, choices: Any) -> str:
     close = difflib.get_close_matches(str(word), list(choices), n=1, cutoff=0.6)
@@ -252,7 +295,8 @@ def _suggest(word: str, choices: Any) -> str:
 _FIELD_TYPES = {
     "env": (str,), "env_kwargs": (dict,), "tasks": (str, type(None)),
     "n_tasks": (int, type(None)), "task_seed": (int,), "sampler": (str,),
-    "sampler_params": (dict,), "policy": (str,), "tokenizer": (str, type(None)),
+    "sampler_params": (dict,), "gate": (str, type(None)), "gate_params": (dict,),
+    "policy": (str,), "tokenizer": (str, type(None)),
     "temperature": (float, int), "max_new_tokens": (int,), "context_length": (int,),
     "token_budget": (int, type(None)), "seed": (int,), "concurrency": (int,), "workers": (int,),
     "executor": (str,), "ray_address": (str, type(None)),
@@ -319,9 +363,11 @@ def resolve_config(
     *,
     env_kwargs: Mapping[str, Any] | None = None,
     sampler_params: Mapping[str, Any] | None = None,
+    gate_params: Mapping[str, Any] | None = None,
 ) -> tuple[CollectConfig, str | None]:
     """Defaults ← config file ← flags (``None`` flags are not given); validated.
-    ``env_kwargs``/``sampler_params`` (``-k``/``-p``) update the tables key by key."""
+    ``env_kwargs``/``sampler_params``/``gate_params`` (``-k``/``-p``/``-g``) update the tables
+    key by key."""
     cfg = CollectConfig()
     source = None
     if config_file is not None:
@@ -332,6 +378,8 @@ def resolve_config(
         cfg.env_kwargs = {**cfg.env_kwargs, **env_kwargs}
     if sampler_params:
         cfg.sampler_params = {**cfg.sampler_params, **sampler_params}
+    if gate_params:
+        cfg.gate_params = {**cfg.gate_params, **gate_params}
     cfg.validate()
     return cfg, source
 

@@ -119,11 +119,13 @@ def summarize(run: Run, label: str | None = None) -> Summary:
         else []
     )
     sampler = m.get("sampler") or {}
-    sampler_text = sampler.get("name", "?") + (
-        " " + " ".join(f"{k}={v}" for k, v in (collect.get("sampler_params") or {}).items())
-        if collect.get("sampler_params")
-        else ""
+    sampler_text = " ".join(
+        [collect.get("sampler") or sampler.get("name", "?")]
+        + [f"{k}={v}" for k, v in (collect.get("sampler_params") or {}).items()]
+        + ([f"+ {collect['gate']}"] if collect.get("gate") else [])
+        + [f"{k}={v}" for k, v in (collect.get("gate_params") or {}).items()]
     )
+    gated = {r["task_id"] for r in rows if r["ended"] == "gated"}
     policy = m.get("policy") or {}
     wall = (m.get("collect") or {}).get("wall_s")
     figures: dict[str, Any] = {
@@ -154,6 +156,8 @@ def summarize(run: Run, label: str | None = None) -> Summary:
         "setup time": (m.get("collect") or {}).get("setup_s"),
         "policy seconds": b.policy_s,
     }
+    if sampler.get("name") == "selective":  # groups the Selective Rollout gate stopped
+        figures["gated groups"] = len(gated)
     return Summary(
         label or run.path.name, run.path, figures, rewards, tokens_per_leaf, advantages,
         adv_col, trunk_tokens, branch_tokens,

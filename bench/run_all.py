@@ -1,0 +1,112 @@
+"""The benchmark suite: every table of BENCHMARKS.md from one command, with a PNG per table.
+
+    python bench/run_all.py                      # full sizes (about two hours on 2 CPU cores)
+    python bench/run_all.py --size smoke --out /tmp/b   # tiny sizes: what CI runs
+
+Each bench module measures its arms side by side in one run and returns
+:class:`~bench_common.Section` tables whose headline figures are ratios of two arms measured in
+the same repetition, with the spread over the repetitions. The sampler tables keep each
+finished repetition under ``bench/results/`` and resume from there, so an interrupted run loses
+no finished repetition (and ``python bench/sampler_comparison.py --size full --env alfworld``
+can measure one env in a second process while this command measures the other).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from bench_common import Section, machine, plot_chart  # noqa: E402
+
+MODULES = {
+    "samplers": "sampler_comparison",  # tables 1 and 2
+    "forking": "env_forking",  # table 3
+    "overhead": "harness_overhead",  # table 4
+    "export": "export_speed",  # table 5
+    "engine": "engine_prefix_cache",  # table 6
+}
+"""Suite parts, in BENCHMARKS.md order: ``--only`` name -> bench module."""
+
+COMMAND = "python bench/run_all.py"
+
+
+def run(size: str, only: list[str]) -> tuple[list[Section], dict[str, float]]:
+    """Measure the chosen parts; return their sections and each part's seconds."""
+    sections: list[Section] = []
+    seconds = {}
+    for part in only:
+        t0 = time.perf_counter()
+        module = importlib.import_module(MODULES[part])
+        print(f"[bench] {part} ({MODULES[part]}.py, size {size}) ...", flush=True)
+        sections += module.sections(size)
+        seconds[part] = time.perf_counter() - t0
+        print(f"[bench] {part} done in {seconds[part]:.0f} s", flush=True)
+    return sections, seconds
+
+
+def write(sections: list[Section], seconds: dict[str, float], size: str, out: Path) -> Path:
+    """``out/BENCHMARKS.md`` plus ``out/bench/figures/<slug>.png`` per section."""
+    figures = out / "bench" / "figures"
+    figures.mkdir(parents=True, exist_ok=True)
+    host = machine()
+    lines = [
+        "# Benchmarks",
+        "",
+        f"Written by `{COMMAND}{'' if size == 'full' else ' --size ' + size}` "
+        f"({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}). Every headline figure is a "
+        "ratio of two arms measured side by side in the same run; `a (lo–hi)` is the median "
+        "and the min–max range over the repetitions. Absolute seconds are for this machine "
+        "only, and other jobs shared its cores.",
+        "",
+        "**Machine:** " + ", ".join(f"{k} {v}" for k, v in host.items()),
+        "",
+        "**Time per part:** " + ", ".join(f"{k} {v / 60:.1f} min" for k, v in seconds.items()),
+        "",
+    ]
+    headlines = [s for s in sections if s.headline]
+    if headlines:
+        lines += ["## Headlines", ""]
+        lines += [f"* {s.headline} ([table](#{anchor(s.title)}))" for s in headlines]
+        lines.append("")
+    for section in sections:
+        png = None
+        if section.chart is not None:
+            png = f"bench/figures/{section.slug}.png"
+            plot_chart(section.chart, section.title, out / png)
+        lines.append(section.markdown(png))
+    path = out / "BENCHMARKS.md"
+    path.write_text("\n".join(lines))
+    return path
+
+
+def anchor(title: str) -> str:
+    """GitHub's heading anchor for ``title``."""
+    keep = "".join(c for c in title.lower() if c.isalnum() or c in " -_")
+    return keep.replace(" ", "-")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--size", choices=("smoke", "full"), default="full")
+    ap.add_argument(
+        "--only", nargs="+", choices=list(MODULES), default=list(MODULES),
+        help="parts to run (default: all, in this order)",
+    )  # fmt: skip
+    ap.add_argument("--out", type=Path, default=HERE.parent, help="folder for BENCHMARKS.md")
+    args = ap.parse_args()
+    only = [p for p in MODULES if p in args.only]
+    sections, seconds = run(args.size, only)
+    path = write(sections, seconds, args.size, args.out)
+    print(f"[bench] wrote {path} and {len([s for s in sections if s.chart])} figures")
+
+
+if __name__ == "__main__":
+    main()
