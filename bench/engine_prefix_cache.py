@@ -86,6 +86,7 @@ SAMPLERS: dict[str, Any] = {
     "tree_grpo M2 N2 L1 K3": TreeGRPOSampler.published,
 }
 ARMS = ("on", "off")
+CACHE_MB = 256  # treegym serve's default --cache-mb: the cache-on arm runs as users get it
 
 
 @dataclass(frozen=True)
@@ -144,8 +145,9 @@ def treegym_serve(*args: str) -> list[str]:
 
 
 def hf_server(port: int, cache_on: bool, model: str = "embedded") -> list[str]:
+    cache_mb = str(CACHE_MB) if cache_on else "0"
     return treegym_serve("--engine", "hf", "--model", model, "--host", "127.0.0.1",
-                         "--port", str(port), "--cache-mb", "256" if cache_on else "0")  # fmt: skip
+                         "--port", str(port), "--cache-mb", cache_mb)  # fmt: skip
 
 
 def sglang_server(port: int, cache_on: bool, model: str, extra: Sequence[str]) -> list[str]:
@@ -300,6 +302,8 @@ class ArmRun:
     wall_s: float
     leaves: dict[tuple[str, int, tuple[int, ...]], tuple[float, ...]] = field(default_factory=dict)
     """(task, tree, leaf's full id sequence) -> logprobs along its path."""
+    cache_bytes: int | None = None
+    """Prefix-cache bytes the server reports after the arm (treegym's server; SGLang: None)."""
 
 
 async def run_arm(urls: Sequence[str], sampler: Sampler, tasks: list[Task],
@@ -326,6 +330,9 @@ async def run_arm(urls: Sequence[str], sampler: Sampler, tasks: list[Task],
         await policy.aclose()
     run.wall_s = time.perf_counter() - t0
     run.busy_s = policy.busy_s
+    held = [server_info(u).get("prefix_cache_bytes") for u in urls]
+    if all(isinstance(b, int) for b in held):
+        run.cache_bytes = sum(held)
     return run
 
 
@@ -404,8 +411,9 @@ def _identity_note(runs: dict[str, dict[str, list[ArmRun]]]) -> str:
         )
     return (
         f"The arms sampled different trajectories in {pairs - same} of {pairs} (sampler, "
-        "repetition) pairs (the engine's numerics differ with the cache on and off), so token "
-        "counts differ between arms beyond the cache itself; compare the ratios with that in mind."
+        "repetition) pairs although the sampling seeds were the same (the engine's numerics or "
+        "sampling differ with the cache on and off), so the token counts of the arms differ "
+        "beyond the cache itself; read the ratios with that in mind."
     )
 
 
@@ -419,6 +427,38 @@ def _cached_note(runs: dict[str, dict[str, list[ArmRun]]]) -> str:
         "(children of a node) have that prompt computed once, which SGLang reports the same way; "
         "the cache adds the reuse across turns and across nodes."
     )
+
+
+def _capacity_note(runs: dict[str, dict[str, list[ArmRun]]], budget_mb: int | None) -> list[str]:
+    """How full the cache-on server's prefix cache got, when it says (treegym's server does)."""
+    held = [r.cache_bytes for by_arm in runs.values() for r in by_arm["on"]]
+    if not held or any(b is None for b in held):
+        return []
+    spread = Spread([b / 2**20 for b in held])
+    text = f"The cache-on server's prefix cache held {spread.fmt(0)} MB at the end of an arm"
+    if budget_mb is None:
+        return [text + "."]
+    text += f" (budget `--cache-mb {budget_mb}`, treegym serve's default)"
+    if spread.hi >= 0.9 * budget_mb:
+        varies = [
+            name
+            for name, by_arm in runs.items()
+            if len({r.budget.computed_prompt_tokens for r in by_arm["on"]}) > 1
+            and len({frozenset(r.leaves) for r in by_arm["on"]}) == 1
+        ]
+        text += (
+            ": it filled up and evicted least-recently-used prefixes (it keeps a full KV copy "
+            "per cached prefix), so the cache-on arm recomputed evicted ones"
+        )
+        if varies:
+            text += (
+                f"; that is why the cache-on computed tokens of {' and '.join(varies)} vary "
+                "between repetitions although the trajectories do not (what is evicted depends "
+                "on the order in which concurrent tasks' requests arrive)"
+            )
+    elif spread.hi < 0.5 * budget_mb:
+        text += ": well under its budget, so nothing was evicted"
+    return [text + "."]
 
 
 def _per_token_note(runs: dict[str, dict[str, list[ArmRun]]]) -> str:
@@ -436,9 +476,9 @@ def _per_token_note(runs: dict[str, dict[str, list[ArmRun]]]) -> str:
     return (
         f"Each prompt token the cache spared saved {Spread(saved_us).fmt(0, ' µs')} of engine "
         f"time, while the cache-on arms spent {Spread(decode_ms).fmt(1, ' ms')} of engine time "
-        "per generated token (prefill of a whole prompt runs as one batched forward pass, "
-        "decoding one forward pass per token): wall time falls far less than computed prompt "
-        "tokens on this engine, and the gap depends on the engine and hardware."
+        "per generated token (a prompt is prefilled in one batched forward pass, a generation "
+        "decodes one forward pass per token): their ratio sets how much of the token saving "
+        "becomes time saved, and it depends on the engine, the model and the hardware."
     )
 
 
@@ -455,6 +495,8 @@ class Labels:
     machine: str = "Machine"
     """How the machine note names this machine (the servers may run elsewhere)."""
     notes: tuple[str, ...] = ()
+    cache_budget_mb: int | None = None
+    """The cache-on server's prefix-cache budget, when known."""
 
 
 HF_LABELS = Labels(
@@ -465,6 +507,7 @@ HF_LABELS = Labels(
     "below).",
     machine="Machine (client and servers)",
     notes=(MEASURED_HERE, RECIPE),
+    cache_budget_mb=CACHE_MB,
 )
 
 
@@ -521,6 +564,7 @@ def build_section(runs: dict[str, dict[str, list[ArmRun]]], size: Size, repeats:
         _identity_note(runs),
         _cached_note(runs),
         _per_token_note(runs),
+        *_capacity_note(runs, labels.cache_budget_mb),
         "engine-busy s: time with at least one `/generate` request in flight (client side); "
         "seconds saved: wall(off) − wall(on) per repetition.",
         f"Servers: {'; '.join(servers)}.",
