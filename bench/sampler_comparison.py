@@ -30,6 +30,7 @@ import argparse
 import asyncio
 import dataclasses
 import json
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -59,13 +60,15 @@ from treegym.policies.embedded import EVAL_SEEDS, embedded_game_spec, embedded_m
 from treegym.policies.hf import HFPolicy
 
 SIZES = {
-    "smoke": {"tasks": 1, "repeats": 3, "max_steps": {"textworld": 4, "alfworld": 4}},
+    "smoke": {"tasks": 1, "repeats": 2, "max_steps": {"textworld": 4, "alfworld": 4}},
     # ALFWorld episodes are capped shorter: the embedded model never saw ALFWorld, so nearly
     # every trajectory runs to the cap, and 20 steps would double the table's cost.
     "full": {"tasks": 32, "repeats": 3, "max_steps": {"textworld": 20, "alfworld": 12}},
 }
 GATE_K, GATE_DL = 10, 0.12
-RESULTS = Path(__file__).resolve().parent / "results"
+HERE = Path(__file__).resolve().parent
+RESULTS = Path(os.environ.get("TREEGYM_BENCH_RESULTS") or HERE / "results")
+"""Finished repetitions (``$TREEGYM_BENCH_RESULTS`` moves them, e.g. for the CI smoke test)."""
 
 
 def arms() -> dict[str, Callable[[], Sampler]]:
