@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from typing import Annotated, Any
 
 import typer
@@ -164,8 +165,13 @@ def serve_command(
     except FileNotFoundError as exc:
         _fail(str(exc))
     if engine == "sglang":
+        import signal
+
         from treegym.policies.launcher import launched, sglang_command
 
+        # `kill` (SIGTERM) must stop SGLang too: by default Python dies without running the
+        # launcher's cleanup, leaving the server holding its port and GPU.
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
         url = f"http://{host}:{port}"
         try:
             with launched(sglang_command(path, host, port, ctx.args), url) as proc:
