@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 import time
 from pathlib import Path
@@ -101,7 +102,13 @@ def main() -> None:
         help="parts to run (default: all, in this order)",
     )  # fmt: skip
     ap.add_argument("--out", type=Path, default=HERE.parent, help="folder for BENCHMARKS.md")
+    ap.add_argument(
+        "--saved-only", action="store_true",
+        help="sampler tables from the repetitions already in bench/results (measure none)",
+    )  # fmt: skip
     args = ap.parse_args()
+    if args.saved_only:
+        os.environ["TREEGYM_BENCH_SAVED_ONLY"] = "1"
     only = [p for p in MODULES if p in args.only]
     sections, seconds = run(args.size, only)
     path = write(sections, seconds, args.size, args.out)

@@ -66,6 +66,8 @@ SIZES = {
     "full": {"tasks": 32, "repeats": 3, "max_steps": {"textworld": 20, "alfworld": 12}},
 }
 GATE_K, GATE_DL = 10, 0.12
+SAVED_ONLY = bool(os.environ.get("TREEGYM_BENCH_SAVED_ONLY"))
+"""Use only the repetitions on disk, measure nothing (``run_all.py --saved-only``)."""
 HERE = Path(__file__).resolve().parent
 RESULTS = Path(os.environ.get("TREEGYM_BENCH_RESULTS") or HERE / "results")
 """Finished repetitions (``$TREEGYM_BENCH_RESULTS`` moves them, e.g. for the CI smoke test)."""
@@ -193,6 +195,8 @@ def measure_env(env: EnvSetup, size: str) -> list[dict[str, ArmRun]]:
             if saved.get("config") == {**cfg, "arms": names}:
                 reps.append({k: ArmRun.from_dict(v) for k, v in saved["arms"].items()})
                 continue
+        if SAVED_ONLY:
+            break
         tasks = tasks if tasks is not None else env.tasks(cfg["tasks"])
         shift = rep % len(names)
         runs = {}
@@ -308,7 +312,7 @@ def equal_trajectories(setup: EnvSetup, runs: dict[str, list[ArmRun]], cfg: dict
         title=f"Samplers at equal training trajectories per task: {env}",
         intro=(
             f"{cfg['tasks']} tasks, embedded model (HFPolicy, prefix cache on, temperature 1), "
-            f"≤ {cfg['max_steps'][setup.slug]} env steps per episode, {cfg['repeats']} "
+            f"≤ {cfg['max_steps'][setup.slug]} env steps per episode, {len(runs[BASELINE])} "
             "repetitions (run seed = repetition), arms in rotated order; medians with min–max "
             "over repetitions, counters summed over the tasks."
         ),
@@ -351,7 +355,8 @@ def equal_budget(all_runs: dict[str, dict[str, list[ArmRun]]], cfg: dict) -> Sec
             "groups with mixed rewards (the only groups GRPO learns from) per 100k tokens, from "
             "the runs of the equal-trajectory tables. A training step's budget buys "
             "budget ÷ (tokens per task) task groups from a large task pool, so these rates are "
-            f"the equal-budget comparison. {cfg['repeats']} repetitions, min–max in brackets."
+            "the equal-budget comparison. Repetitions as in the tables above, min–max in "
+            "brackets."
         ),
         header=[
             "env",
@@ -374,8 +379,11 @@ def equal_budget(all_runs: dict[str, dict[str, list[ArmRun]]], cfg: dict) -> Sec
 
 def sections(size: str) -> list[Section]:
     cfg = SIZES[size]
-    measured = measure(size)
-    out = [equal_trajectories(env, measured[env.label], cfg) for env in ENVS]
+    measured = {env: runs for env, runs in measure(size).items() if runs[BASELINE]}
+    if not measured:
+        raise RuntimeError(f"no sampler repetitions in {results_dir(size)} (--saved-only)")
+    out = [equal_trajectories(env, measured[env.label], cfg) for env in ENVS
+           if env.label in measured]  # fmt: skip
     out.append(equal_budget(measured, cfg))
     return out
 
