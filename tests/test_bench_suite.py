@@ -56,9 +56,9 @@ def test_smoke_suite_writes_all_six_tables_with_plots(tmp_path):
     forking = _table(text, "Env forking")
     header = forking[0]
     ratio = header.index(next(h for h in header if h.startswith("replay /")))
-    depth10 = [row for row in forking[2:] if row[1] == "10"]
+    depth10 = [row for row in forking[1:] if row[1] == "10"]
     assert depth10 and all(_median(row[ratio]) > 1 for row in depth10)
     # ...and every sampler arm was measured against chain (ratio 1.00 for chain itself).
     samplers = _table(text, TITLES[0])
-    arms = {row[0]: row for row in samplers[2:]}
+    arms = {row[0]: row for row in samplers[1:]}
     assert len(arms) == 7 and arms["chain G=6"][samplers[0].index("gen tok ÷ chain")] == "1.00"
