@@ -9,11 +9,13 @@ import platform
 import random
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from treegym.envs import TextEnv
+from treegym.policies.protocol import GenerateRequest, GenerateResult, Policy
 
 
 def median_ms(fn: Callable[[], object], repeats: int) -> float:
@@ -240,3 +242,28 @@ def machine() -> dict[str, str]:
         "platform": platform.platform(),
         "gpu": "none",
     }
+
+
+class BusyTimer(Policy):
+    """Wraps a policy; ``busy_s`` is the time with at least one ``generate`` in flight (the
+    seconds the rollout waited on the engine, however many requests overlapped)."""
+
+    def __init__(self, inner: Policy) -> None:
+        self.inner, self.busy_s, self._inflight, self._t0 = inner, 0.0, 0, 0.0
+
+    async def generate(self, requests: Sequence[GenerateRequest]) -> list[GenerateResult]:
+        if self._inflight == 0:
+            self._t0 = time.perf_counter()
+        self._inflight += 1
+        try:
+            return await self.inner.generate(requests)
+        finally:
+            self._inflight -= 1
+            if self._inflight == 0:
+                self.busy_s += time.perf_counter() - self._t0
+
+    def identity(self) -> dict[str, Any]:
+        return self.inner.identity()
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()

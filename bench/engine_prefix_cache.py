@@ -57,7 +57,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench_common import Chart, Section, Spread, machine, ratios
+from bench_common import BusyTimer, Chart, Section, Spread, machine, ratios
 
 from treegym.envs.textworld_games import make_game
 from treegym.harness import (
@@ -71,10 +71,10 @@ from treegym.harness import (
     Task,
     TreeGRPOSampler,
 )
-from treegym.policies import Policy, PolicyError, ReActTemplate, SamplingParams
+from treegym.policies import PolicyError, ReActTemplate, SamplingParams
 from treegym.policies.embedded import EVAL_SEEDS, embedded_game_spec, embedded_model_path
 from treegym.policies.launcher import wait_healthy
-from treegym.policies.protocol import GenerateRequest, GenerateResult
+from treegym.policies.protocol import GenerateRequest
 from treegym.policies.react import END
 from treegym.policies.sglang import SGLangPolicy
 
@@ -270,31 +270,6 @@ def split_urls(urls: str) -> list[str]:
 
 
 # ---------------------------------------------------------------------- the measurement
-class BusyTimer(Policy):
-    """Wraps a policy; ``busy_s`` is the time with at least one ``generate`` in flight (the
-    seconds the rollout waited on the engine, however many requests overlapped)."""
-
-    def __init__(self, inner: Policy) -> None:
-        self.inner, self.busy_s, self._inflight, self._t0 = inner, 0.0, 0, 0.0
-
-    async def generate(self, requests: Sequence[GenerateRequest]) -> list[GenerateResult]:
-        if self._inflight == 0:
-            self._t0 = time.perf_counter()
-        self._inflight += 1
-        try:
-            return await self.inner.generate(requests)
-        finally:
-            self._inflight -= 1
-            if self._inflight == 0:
-                self.busy_s += time.perf_counter() - self._t0
-
-    def identity(self) -> dict[str, Any]:
-        return self.inner.identity()
-
-    async def aclose(self) -> None:
-        await self.inner.aclose()
-
-
 @dataclass
 class ArmRun:
     budget: Budget

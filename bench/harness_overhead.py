@@ -24,11 +24,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from bench_common import Chart, Section, Spread, print_sections, ratios
+from bench_common import BusyTimer, Chart, Section, Spread, print_sections, ratios
 
 import treegym
 from treegym.envs.textworld_games import make_game
@@ -44,7 +43,6 @@ from treegym.harness import (
 from treegym.harness.executor import EnvExecutor
 from treegym.policies import ReActTemplate, SamplingParams, ScriptedPolicy
 from treegym.policies.embedded import EVAL_SEEDS, embedded_game_spec, embedded_model_path
-from treegym.policies.protocol import GenerateRequest, GenerateResult, Policy
 
 REPETITIONS = 3
 GROUP_SIZE = 4
@@ -84,30 +82,6 @@ class Arm:
 
     def share(self, fn: Any) -> Spread:
         return Spread([fn(b) / w for b, w in zip(self.budgets, self.wall, strict=True)])
-
-
-class InFlight(Policy):
-    """Wraps a policy and counts the wall time during which at least one request was out."""
-
-    def __init__(self, inner: Policy) -> None:
-        self.inner, self.pending, self.since, self.busy_s = inner, 0, 0.0, 0.0
-
-    async def generate(self, requests: Sequence[GenerateRequest]) -> list[GenerateResult]:
-        if self.pending == 0:
-            self.since = time.perf_counter()
-        self.pending += 1
-        try:
-            return await self.inner.generate(requests)
-        finally:
-            self.pending -= 1
-            if self.pending == 0:
-                self.busy_s += time.perf_counter() - self.since
-
-    def identity(self) -> dict[str, Any]:
-        return self.inner.identity()
-
-    async def aclose(self) -> None:
-        await self.inner.aclose()
 
 
 async def run_runner(
@@ -207,7 +181,7 @@ async def model_run(n_tasks: int, token_budget: int | None, pool: ProcessExecuto
     arm = Arm()
     for _ in range(REPETITIONS):
         hf = HFPolicy(embedded_model_path())
-        policy = InFlight(hf)
+        policy = BusyTimer(hf)
         runner = Runner(policy=policy, template=ReActTemplate(hf.tokenizer), executor=pool,
                         sampler=TreeGRPOSampler.published(),
                         sampling=SamplingParams(max_new_tokens=48, temperature=1.0),

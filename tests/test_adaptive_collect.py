@@ -55,24 +55,6 @@ def test_gated_groups_stay_in_nodes_and_never_reach_samples(tmp_path):
     assert len(divergent.samples) == 2 * 4 * 3  # M=4 trees x K=3 leaves per task
 
 
-@pytest.mark.parametrize(
-    ("args", "message"),
-    [
-        (["--gate", "selectiv"], "unknown gate 'selectiv' (did you mean 'selective'?)"),
-        (["-g", "k=2"], "need a gate: --gate selective"),
-        (["--gate", "selective", "-g", "d_l=1.5"], "d_L must be in [0, 1]"),
-        (["--gate", "selective", "-g", "kk=2"], "unknown parameter 'kk' for gate selective"),
-        (["--gate", "selective", "--sampler", "treepo"], "composes with chain and tree_grpo"),
-    ],
-)
-def test_bad_gate_input_is_one_line_and_exit_2(args, message, tmp_path):
-    res = collect(*TOY, *args, "--out", str(tmp_path / "run"))
-    assert res.exit_code == 2, res.stdout
-    assert message in res.stderr
-    assert len(res.stderr.strip().splitlines()) == 1, res.stderr
-    assert not (tmp_path / "run").exists()
-
-
 GATE = ["--gate", "selective", "-g", "k=3", "-g", "d_l=0.12"]
 ADAPTIVE = {
     "treepo": (["--sampler", "treepo", "-p", "segment_len=8", "-p", "max_width=4"], 4),

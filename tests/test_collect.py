@@ -157,6 +157,11 @@ def test_folder_holding_a_run_needs_resume_or_force(tmp_path):
         (["--config", "/nonexistent/run.toml"], "config file not found"),
         (["-k", "oops"], "key=value"),
         (["--tasks", "toy-3", "--n-tasks", "2"], "needs a pattern"),
+        (["--gate", "selectiv"], "unknown gate 'selectiv' (did you mean 'selective'?)"),
+        (["-g", "k=2"], "need a gate: --gate selective"),
+        (["--gate", "selective", "-g", "d_l=1.5"], "d_L must be in [0, 1]"),
+        (["--gate", "selective", "-g", "kk=2"], "unknown parameter 'kk' for gate selective"),
+        (["--gate", "selective", "--sampler", "treepo"], "composes with chain and tree_grpo"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(args, message, tmp_path):
