@@ -99,7 +99,7 @@ class Size:
 
 SIZES = {
     "smoke": Size(tasks=1, max_episode_steps=3, max_new_tokens=32, workers=0),
-    "full": Size(tasks=2, max_episode_steps=20, max_new_tokens=48, workers=2),
+    "full": Size(tasks=4, max_episode_steps=20, max_new_tokens=48, workers=2),
 }
 
 MEASURED_HERE = (
