@@ -298,7 +298,8 @@ def samples_table(result: TaskResult, run_id: str, estimators: Sequence[str]) ->
             row: dict[str, Any] = {
                 "run_id": run_id, "sample_id": f"{task_id}/{tree.index}/{leaf.id}",
                 "task_id": task_id, "group_id": task_id, "tree_index": tree.index,
-                "leaf_id": leaf.id, "node_path": [n.id for n in path], "num_turns": len(path),
+                "leaf_id": leaf.id, "node_path": [n.id for n in path],
+                "num_turns": sum(not n.partial for n in path),
                 "turn_offsets": offsets, "prompt_ids": list(tree.prompt_ids),
                 "response_ids": response, "loss_mask": mask, "logprobs": logprobs,
                 "reward": float(tree.returns(leaf)), "ended": leaf.ended,

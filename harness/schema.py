@@ -122,12 +122,18 @@ _SAMPLE_FIELDS = [
     ),
     _f("tree_index", pa.int32(), "Which tree of the task (Tree-GRPO's intra-tree group)."),
     _f("leaf_id", pa.int32(), "node_id of the leaf in nodes.parquet."),
-    _f("node_path", IDS, "node_ids from the root's first child down to the leaf (one per turn)."),
-    _f("num_turns", pa.int32(), "Turns in the trajectory (len(node_path))."),
+    _f(
+        "node_path",
+        IDS,
+        "node_ids from the root's first child down to the leaf: one per turn, or per segment "
+        "for treepo (a turn may span several partial nodes).",
+    ),
+    _f("num_turns", pa.int32(), "Env turns in the trajectory (node_path minus partial nodes)."),
     _f(
         "turn_offsets",
         IDS,
-        "Start of each turn in response_ids (turn k spans [offset k, offset k+1)).",
+        "Start of each node_path entry's ids in response_ids (entry k spans [offset k, "
+        "offset k+1)).",
     ),
     _f(
         "prompt_ids",

@@ -322,6 +322,9 @@ def test_end_to_end_with_a_model_exports_and_loads_aligned(tiny_model, template,
             assert row.adv_treepo == pytest.approx(res.advantages["treepo"].per_leaf[(0, leaf.id)])
             seq = tree.input_ids(leaf)
             assert list(row.prompt_ids) + list(row.response_ids) == seq
+            path = tree.path(leaf)
+            assert list(row.node_path) == [n.id for n in path]
+            assert row.num_turns == len(tree.actions(leaf)) == sum(not n.partial for n in path)
             mask, lps = np.asarray(row.loss_mask), np.asarray(row.logprobs)
             assert mask.sum() == sum(len(n.generated_ids) for n in tree.path(leaf))
             # the stored logprobs are the model's, token for token, across segment boundaries
