@@ -180,6 +180,11 @@ class TaskContext:
                 for key in keys
             ]
         self.generated_tokens -= sum(max_new - len(res.output_ids) for res in results)
+        # The batch ran together: each child gets an equal share of its longest latency, so
+        # policy seconds summed over nodes count a batch once (engines report each request's
+        # latency as the whole batch's).
+        share = max(res.latency_s for res in results) / n
+        results = [replace(res, latency_s=share) for res in results]
         steps = []
         for key, res in zip(keys, results, strict=True):
             done = (

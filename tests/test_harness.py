@@ -18,6 +18,7 @@ from treegym.harness import (
     PrefixDriftError,
     ProcessExecutor,
     Runner,
+    Sampler,
     Task,
     Tree,
     TreeGRPOSampler,
@@ -181,6 +182,44 @@ def test_an_observation_past_the_context_is_cut_and_ends_the_branch(template):
     assert node.generated_ids == first.generated_ids and node.reward == first.reward
     assert node.observation_ids == first.observation_ids[:room] and node.ended == "context"
     assert len(cut.trees[0].input_ids(node)) == context and len(cut.trees[0].nodes) == 2
+
+
+class _OneSecondBatches(Policy):
+    """Scripted, but every result reports its batch's latency as 1 s (as engines do)."""
+
+    def __init__(self, template) -> None:
+        self.inner = ScriptedPolicy(template, "expert", epsilon=0.5, seed=3)
+
+    async def generate(self, requests):
+        from dataclasses import replace
+
+        return [replace(r, latency_s=1.0) for r in await self.inner.generate(requests)]
+
+    def identity(self):
+        return {"policy": "one-second-batches"}
+
+
+class _FanOut(Sampler):
+    """One tree: the root's 3 children in one request batch, then each rolled out."""
+
+    name = "fan-out"
+    trajectories_per_task = 3
+
+    async def grow(self, ctx):
+        tree = await ctx.new_tree()
+        children = await ctx.expand(tree, tree.root, 3)
+        await asyncio.gather(*(ctx.rollout(tree, c) for c in children if c.ended is None))
+
+
+def test_a_batch_counts_its_policy_seconds_once(template):
+    (res,) = _run(template, _FanOut(), TOY_TASKS[:1], policy=_OneSecondBatches(template))
+    tree = res.trees[0]
+    first_turns = tree.root.children
+    assert len(first_turns) == 3
+    assert math.isclose(sum(n.stats.policy_s for n in first_turns), 1.0)
+    later = [n for n in tree.nodes[1:] if n not in first_turns]
+    assert later and {n.stats.policy_s for n in later} == {1.0}  # one request per call
+    assert res.budget.policy_s == pytest.approx(1.0 + len(later))
 
 
 def test_every_node_equals_a_fresh_replay_of_its_path(template):
