@@ -115,11 +115,15 @@ class Spread:
         return max(self.values)
 
     def fmt(self, digits: int = 2, suffix: str = "") -> str:
-        """``median (lo–hi)``; just the median when the repetitions agree."""
-        med = f"{self.median:,.{digits}f}{suffix}"
-        if len(self.values) < 2 or self.lo == self.hi:
+        """``median (lo–hi)``; just the median when the repetitions agree. Undefined values
+        (NaN: e.g. a 0/0 ratio) are left out, and ``—`` stands for none defined."""
+        defined = Spread([v for v in self.values if v == v])
+        if not defined.values:
+            return "—"
+        med = f"{defined.median:,.{digits}f}{suffix}"
+        if len(defined.values) < 2 or defined.lo == defined.hi:
             return med
-        return f"{med} ({self.lo:,.{digits}f}–{self.hi:,.{digits}f})"
+        return f"{med} ({defined.lo:,.{digits}f}–{defined.hi:,.{digits}f})"
 
 
 def ratios(num: list[float], den: list[float]) -> Spread:

@@ -330,9 +330,11 @@ def equal_trajectories(setup: EnvSetup, runs: dict[str, list[ArmRun]], cfg: dict
         notes=notes,
         chart=Chart("÷ chain G=6 (same repetition)", list(runs), series, reference=1.0),
         headline=(
-            f"{env}: tree_grpo M2 N2 L1 K3 spends {series['engine tokens'][1].fmt()}× the engine "
-            f"tokens and {series['env steps'][1].fmt()}× the env steps of chain G=6 for the same "
-            "6 trajectories per task."
+            f"{env}: for the same 6 trajectories per task, tree_grpo M2 N2 L1 K3 generates "
+            f"{series['generated tokens'][1].fmt()}× the tokens of chain G=6, has the engine "
+            f"compute {series['engine tokens'][1].fmt()}× the tokens, takes "
+            f"{series['env steps'][1].fmt()}× the env steps and {series['wall'][1].fmt()}× the "
+            "wall time."
         ),
     )
 
