@@ -286,11 +286,11 @@ def sections(size: str) -> list[Section]:
         "snapshot seconds and can exceed 1 for the same reason. In-process, env calls run in a "
         "thread that shares the GIL with the event loop, so their timers (env s, restore and "
         "snapshot ms) include waits for the GIL.",
-        "Policy s / wall: the budget's `policy_s` (each result's latency, summed) over the "
-        "wall. For the model run the cell is instead the wall fraction during which at least "
-        "one `generate` call was outstanding (`HFPolicy` serializes calls, so the model idles "
-        f"otherwise); the budget's `policy_s` / wall there is {budget_busy.fmt(2)} (children "
-        "batched in one call each report that call's whole latency).",
+        "Policy s / wall: the budget's `policy_s` (each request batch's latency, shared "
+        "among its results, summed) over the wall. For the model run the cell is instead the "
+        "wall fraction during which at least one `generate` call was outstanding (`HFPolicy` "
+        "serializes calls, so the model idles otherwise); the budget's `policy_s` / wall "
+        f"there is {budget_busy.fmt(2)}.",
         "The TextWorld env keeps `expert_plan=True` (the default; the scripted policy reads "
         "the plan), which the model run does not need: its env share includes planning.",
     ]

@@ -67,7 +67,10 @@ def write(sections: list[Section], seconds: dict[str, float], size: str, out: Pa
         "",
         "**Machine:** " + ", ".join(f"{k} {v}" for k, v in host.items()),
         "",
-        "**Time per part:** " + ", ".join(f"{k} {v / 60:.1f} min" for k, v in seconds.items()),
+        "**Time per part in this invocation:** "
+        + ", ".join(f"{k} {v / 60:.1f} min" for k, v in seconds.items())
+        + " (sampler repetitions already in `bench/results/` are loaded, not measured again; "
+        "each sampler table gives its own measured time).",
         "",
     ]
     headlines = [s for s in sections if s.headline]
