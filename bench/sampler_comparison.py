@@ -325,7 +325,7 @@ def equal_trajectories(setup: EnvSetup, runs: dict[str, list[ArmRun]], cfg: dict
             "repetitions (run seed = repetition), arms in rotated order; medians with min–max "
             "over repetitions, counters summed over the tasks. Measured in "
             f"{sum(r.wall_s for rs in runs.values() for r in rs) / 60:.0f} min of arm wall "
-            "time (one process per env, the two envs in parallel on the 2 cores)."
+            "time."
         ),
         header=header,
         rows=rows,
