@@ -173,6 +173,15 @@ class Section:
         return "\n".join(lines) + "\n"
 
 
+def size_cli(doc: str, sizes: Any, sections: Callable[[str], list[Section]]) -> None:
+    """A bench's command line: ``--size`` (smoke by default), its sections printed."""
+    import argparse
+
+    ap = argparse.ArgumentParser(description=doc.split("\n")[0])
+    ap.add_argument("--size", choices=sorted(sizes), default="smoke")
+    print_sections(sections(ap.parse_args().size))
+
+
 def print_sections(sections: list[Section]) -> None:
     """Print Sections in the terminal (the benches' CLIs): intro, a rich table, notes, headline."""
     from rich.console import Console

@@ -20,7 +20,6 @@ Run: ``python bench/export_speed.py [--size smoke|full]``.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import gzip
 import json
@@ -32,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pyarrow.parquet as pq
-from bench_common import Chart, Section, Spread, print_sections, ratios
+from bench_common import Chart, Section, Spread, ratios, size_cli
 
 import treegym
 from treegym.harness import InProcessExecutor, Runner, RunWriter, Task, TaskResult, TreeGRPOSampler
@@ -235,11 +234,5 @@ def sections(size: str) -> list[Section]:
                     notes, chart, headline)]  # fmt: skip
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--size", choices=sorted(TASKS), default="smoke")
-    print_sections(sections(ap.parse_args().size))
-
-
 if __name__ == "__main__":
-    main()
+    size_cli(__doc__, TASKS, sections)

@@ -21,13 +21,12 @@ Run: ``python bench/harness_overhead.py [--size smoke|full]``.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from bench_common import BusyTimer, Chart, Section, Spread, print_sections, ratios
+from bench_common import BusyTimer, Chart, Section, Spread, ratios, size_cli
 
 import treegym
 from treegym.envs.textworld_games import make_game
@@ -306,11 +305,5 @@ def sections(size: str) -> list[Section]:
                     header, rows, notes, chart, headline)]  # fmt: skip
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--size", choices=sorted(SIZES), default="smoke")
-    print_sections(sections(ap.parse_args().size))
-
-
 if __name__ == "__main__":
-    main()
+    size_cli(__doc__, SIZES, sections)
