@@ -1,6 +1,6 @@
 """The benchmark suite: every table of BENCHMARKS.md from one command, with a PNG per table.
 
-    python bench/run_all.py                      # full sizes (about two hours on 2 CPU cores)
+    python bench/run_all.py                      # full sizes (≈2.5 h on 2 CPU cores)
     python bench/run_all.py --size smoke --out /tmp/b   # tiny sizes: what CI runs
 
 Each bench module measures its arms side by side in one run and returns
