@@ -227,9 +227,27 @@ def per_rep(runs: list[ArmRun], fn: Callable[[ArmRun], float]) -> list[float]:
     return [fn(r) for r in runs]
 
 
+def rel(runs: list[ArmRun], base: list[ArmRun], fn: Callable[[ArmRun], float]) -> Spread:
+    """``fn`` of an arm over ``fn`` of the baseline, per repetition."""
+    return ratios(per_rep(runs, fn), per_rep(base, fn))
+
+
 def tokens(r: ArmRun) -> float:
     """What an engine spends: generated plus computed (uncached) prompt tokens."""
     return r.budget.generated_tokens + r.budget.computed_prompt_tokens
+
+
+def per_100k_tokens(count: Callable[[ArmRun], float]) -> Callable[[ArmRun], float]:
+    """``count`` per 100k engine tokens of the run."""
+    return lambda r: 1e5 * count(r) / max(1, tokens(r))
+
+
+def generated(r: ArmRun) -> float:
+    return r.budget.generated_tokens
+
+
+def env_steps(r: ArmRun) -> float:
+    return r.budget.env_steps
 
 
 def share_mixed(r: ArmRun) -> float:
@@ -255,21 +273,14 @@ def equal_trajectories(setup: EnvSetup, runs: dict[str, list[ArmRun]], cfg: dict
               "zero-variance groups", "gen tok ÷ chain", "engine tok ÷ chain",
               "unique tok ÷ chain", "env steps ÷ chain", "wall ÷ chain"]  # fmt: skip
     rows = []
-    series: dict[str, list[Spread]] = {"generated tokens": [], "engine tokens": [],
-                                       "env steps": [], "wall": []}  # fmt: skip
+    figures = {"generated tokens": generated, "engine tokens": tokens, "env steps": env_steps,
+               "wall": lambda r: r.wall_s}  # fmt: skip
+    vs_chain = {name: {k: rel(rs, base, fn) for k, fn in figures.items()}
+                for name, rs in runs.items()}  # fmt: skip
     for name, rs in runs.items():
         b = [r.budget for r in rs]
-
-        def rel(fn: Callable[[ArmRun], float], rs: list[ArmRun] = rs) -> Spread:
-            return ratios(per_rep(rs, fn), per_rep(base, fn))
-
-        gen = rel(lambda r: r.budget.generated_tokens)
-        eng = rel(tokens)
-        unique = rel(lambda r: r.budget.unique_tokens)
-        steps = rel(lambda r: r.budget.env_steps)
-        wall = rel(lambda r: r.wall_s)
-        for key, value in zip(series, (gen, eng, steps, wall), strict=True):
-            series[key].append(value)
+        ratio = vs_chain[name]
+        unique = rel(rs, base, lambda r: r.budget.unique_tokens)
         rows.append([
             name,
             Spread([x.leaves / max(1, r.tasks) for x, r in zip(b, rs, strict=True)]).fmt(1),
@@ -281,8 +292,10 @@ def equal_trajectories(setup: EnvSetup, runs: dict[str, list[ArmRun]], cfg: dict
             Spread([x.distinct_leaves for x in b]).fmt(0),
             Spread([100 * share_mixed(r) for r in rs]).fmt(0, "%"),
             Spread([100 * x.zero_variance_groups / max(1, x.groups) for x in b]).fmt(0, "%"),
-            gen.fmt(), eng.fmt(), unique.fmt(), steps.fmt(), wall.fmt(),
+            ratio["generated tokens"].fmt(), ratio["engine tokens"].fmt(), unique.fmt(),
+            ratio["env steps"].fmt(), ratio["wall"].fmt(),
         ])  # fmt: skip
+    series = {k: [vs_chain[name][k] for name in runs] for k in figures}
     notes = [
         "engine tokens = generated + computed (uncached) prompt tokens with HFPolicy's prefix "
         "cache; unique tokens = the trees' own size, what an engine with a perfect radix "
@@ -302,20 +315,20 @@ def equal_trajectories(setup: EnvSetup, runs: dict[str, list[ArmRun]], cfg: dict
             f"generated tokens saved vs ungated {saved.fmt(3)} (Selective Rollout paper, G=8 "
             f"K=10 d_L=0.12: precision 0.81, 14.0% step tokens saved, ≈39% zero-variance groups)"
         )
-    trace = ratios(per_rep(runs["trace 2+4"], share_mixed), per_rep(base, share_mixed))
+    trace = runs["trace 2+4"]
     notes.append(
-        f"trace 2+4 mixed-reward share {Spread([share_mixed(r) for r in runs['trace 2+4']]).fmt(2)}"
-        f" vs chain {Spread([share_mixed(r) for r in base]).fmt(2)} (ratio {trace.fmt()}; "
-        "TRACE paper: 26.8% → 60.6%)."
+        f"trace 2+4 mixed-reward share {Spread(per_rep(trace, share_mixed)).fmt(2)} vs chain "
+        f"{Spread(per_rep(base, share_mixed)).fmt(2)} (ratio "
+        f"{rel(trace, base, share_mixed).fmt()}; TRACE paper: 26.8% → 60.6%)."
     )
-    treepo = runs["treepo seg32 w6 div2"]
+    treepo = vs_chain["treepo seg32 w6 div2"]
     notes.append(
         f"treepo vs chain at 6 finished trajectories: generated tokens "
-        f"{ratios(per_rep(treepo, lambda r: r.budget.generated_tokens), per_rep(base, lambda r: r.budget.generated_tokens)).fmt()}×, "  # noqa: E501
-        f"env steps {ratios(per_rep(treepo, lambda r: r.budget.env_steps), per_rep(base, lambda r: r.budget.env_steps)).fmt()}× "  # noqa: E501
+        f"{treepo['generated tokens'].fmt()}×, env steps {treepo['env steps'].fmt()}× "
         "(TreePO paper: up to 40% fewer trajectories, 35% fewer tokens; Tree-GRPO paper: same "
         "quality at ¼ of the budget, ≈1.5× trajectories at a fixed budget)."
     )
+    tree = vs_chain["tree_grpo M2 N2 L1 K3"]
     return Section(
         slug=f"samplers_equal_trajectories_{setup.slug}",
         title=f"Samplers at equal training trajectories per task: {env}",
@@ -333,32 +346,29 @@ def equal_trajectories(setup: EnvSetup, runs: dict[str, list[ArmRun]], cfg: dict
         chart=Chart("÷ chain G=6 (same repetition)", list(runs), series, reference=1.0),
         headline=(
             f"{env}: for the same 6 trajectories per task, tree_grpo M2 N2 L1 K3 generates "
-            f"{series['generated tokens'][1].fmt()}× the tokens of chain G=6, has the engine "
-            f"compute {series['engine tokens'][1].fmt()}× the tokens, takes "
-            f"{series['env steps'][1].fmt()}× the env steps and {series['wall'][1].fmt()}× the "
+            f"{tree['generated tokens'].fmt()}× the tokens of chain G=6, has the engine "
+            f"compute {tree['engine tokens'].fmt()}× the tokens, takes "
+            f"{tree['env steps'].fmt()}× the env steps and {tree['wall'].fmt()}× the "
             "wall time."
         ),
     )
 
 
-def equal_budget(all_runs: dict[str, dict[str, list[ArmRun]]], cfg: dict) -> Section:
+def equal_budget(all_runs: dict[str, dict[str, list[ArmRun]]]) -> Section:
     """What 100k engine tokens buy, per sampler: training leaves and mixed-reward groups."""
+    leaves = per_100k_tokens(lambda r: r.budget.leaves)
+    mixed = per_100k_tokens(lambda r: sum(r.mixed.values()))
     rows = []
     series: dict[str, list[Spread]] = {}
     for env, runs in all_runs.items():
         base = runs[BASELINE]
-        series[env] = []
+        series[env] = [Spread(per_rep(rs, mixed)) for rs in runs.values()]
         for name, rs in runs.items():
-            leaves = Spread([1e5 * r.budget.leaves / max(1, tokens(r)) for r in rs])
-            mixed = [1e5 * sum(r.mixed.values()) / max(1, tokens(r)) for r in rs]
-            base_mixed = [1e5 * sum(r.mixed.values()) / max(1, tokens(r)) for r in base]
-            base_leaves = [1e5 * r.budget.leaves / max(1, tokens(r)) for r in base]
-            series[env].append(Spread(mixed))
             rows.append([
                 env.split()[0], name,
                 Spread([tokens(r) / max(1, r.tasks) for r in rs]).fmt(0),
-                leaves.fmt(1), ratios(leaves.values, base_leaves).fmt(),
-                Spread(mixed).fmt(2), ratios(mixed, base_mixed).fmt(),
+                Spread(per_rep(rs, leaves)).fmt(1), rel(rs, base, leaves).fmt(),
+                Spread(per_rep(rs, mixed)).fmt(2), rel(rs, base, mixed).fmt(),
             ])  # fmt: skip
     return Section(
         slug="samplers_equal_budget",
@@ -397,7 +407,7 @@ def sections(size: str) -> list[Section]:
         raise RuntimeError(f"no sampler repetitions in {results_dir(size)} (--saved-only)")
     out = [equal_trajectories(env, measured[env.label], cfg) for env in ENVS
            if env.label in measured]  # fmt: skip
-    out.append(equal_budget(measured, cfg))
+    out.append(equal_budget(measured))
     return out
 
 
