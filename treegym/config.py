@@ -246,14 +246,8 @@ def build_sampler(name: str, params: Mapping[str, Any]) -> Any:
     known = sampler_parameters(cls)
     own = {k: v for k, v in params.items() if not k.startswith("inner.")}
     nested = {k[len("inner.") :]: v for k, v in params.items() if k.startswith("inner.")}
-    unknown = [k for k in own if k not in known]
-    if nested and "inner" not in known:
-        unknown.append(next(f"inner.{k}" for k in nested))
-    if unknown:
-        raise ConfigError(
-            f"unknown parameter {unknown[0]!r} for sampler {name}"
-            f"{_suggest(unknown[0], known)}; its parameters are {', '.join(known)}"
-        )
+    nested_keys = [f"inner.{k}" for k in nested] if "inner" not in known else []
+    _check_known(f"sampler {name}", [*own, *nested_keys], known)
     if "inner" in own:
         inner_name = own["inner"]
         if not isinstance(inner_name, str) or inner_name == name:
@@ -262,10 +256,7 @@ def build_sampler(name: str, params: Mapping[str, Any]) -> Any:
             )
         inner_params = {**SAMPLER_DEFAULTS.get(inner_name, {}), **nested}
         own["inner"] = build_sampler(inner_name, inner_params)
-    try:
-        return cls(**own)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"sampler {name}: {exc}") from None
+    return _construct(f"sampler {name}", cls, own)
 
 
 def wrap_in_gate(gate: str, inner: Any, params: Mapping[str, Any]) -> Any:
@@ -273,17 +264,26 @@ def wrap_in_gate(gate: str, inner: Any, params: Mapping[str, Any]) -> Any:
     from treegym.harness import SAMPLERS
 
     cls = SAMPLERS[gate]
-    known = [k for k in sampler_parameters(cls) if k != "inner"]
-    unknown = [k for k in params if k not in known]
+    _check_known(f"gate {gate}", list(params), [k for k in sampler_parameters(cls) if k != "inner"])
+    return _construct(f"gate {gate}", cls, {**params, "inner": inner})
+
+
+def _check_known(what: str, keys: list[str], known: list[str]) -> None:
+    """Refuse the first key of ``keys`` that ``what`` (e.g. ``sampler chain``) does not take."""
+    unknown = [k for k in keys if k not in known]
     if unknown:
         raise ConfigError(
-            f"unknown parameter {unknown[0]!r} for gate {gate}"
+            f"unknown parameter {unknown[0]!r} for {what}"
             f"{_suggest(unknown[0], known)}; its parameters are {', '.join(known)}"
         )
+
+
+def _construct(what: str, cls: type, params: Mapping[str, Any]) -> Any:
+    """``cls(**params)``, with the class's own refusal as a :class:`ConfigError`."""
     try:
-        return cls(inner=inner, **params)
+        return cls(**params)
     except (TypeError, ValueError) as exc:
-        raise ConfigError(f"gate {gate}: {exc}") from None
+        raise ConfigError(f"{what}: {exc}") from None
 
 
 # ---------------------------------------------------------------------- config files

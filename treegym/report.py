@@ -125,7 +125,6 @@ def summarize(run: Run, label: str | None = None) -> Summary:
         + ([f"+ {collect['gate']}"] if collect.get("gate") else [])
         + [f"{k}={v}" for k, v in (collect.get("gate_params") or {}).items()]
     )
-    gated = {r["task_id"] for r in rows if r["ended"] == "gated"}
     policy = m.get("policy") or {}
     wall = (m.get("collect") or {}).get("wall_s")
     figures: dict[str, Any] = {
@@ -157,7 +156,7 @@ def summarize(run: Run, label: str | None = None) -> Summary:
         "policy seconds": b.policy_s,
     }
     if sampler.get("name") == "selective":  # groups the Selective Rollout gate stopped
-        figures["gated groups"] = len(gated)
+        figures["gated groups"] = len({r["task_id"] for r in rows if r["ended"] == "gated"})
     return Summary(
         label or run.path.name, run.path, figures, rewards, tokens_per_leaf, advantages,
         adv_col, trunk_tokens, branch_tokens,
