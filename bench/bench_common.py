@@ -28,18 +28,6 @@ def median_ms(fn: Callable[[], object], repeats: int) -> float:
     return 1000 * statistics.median(samples)
 
 
-def fork_costs(env: TextEnv, depth: int, repeats: int):
-    """Walk ``env`` to ``depth``; return its snapshot there and the median ms of a snapshot, a
-    native restore and a replay restore (the three arms every forking bench compares)."""
-    walk(env, depth, seed=depth)
-    snap = env.snapshot()
-    replay = snap.replay_only()
-    snapshot_ms = median_ms(env.snapshot, repeats * 10)
-    restore_ms = median_ms(lambda: env.restore(snap), repeats * 10)
-    replay_ms = median_ms(lambda: env.restore(replay), repeats)
-    return snap, snapshot_ms, restore_ms, replay_ms
-
-
 @dataclass
 class ForkArms:
     """Median ms of each way to get an env back to a node's state, at one depth."""
@@ -56,10 +44,17 @@ class ForkArms:
 
 
 def fork_arms(env: TextEnv, depth: int, repeats: int):
-    """:func:`fork_costs` plus a new env of the same game in this process (the env's own twin,
-    sharing what it can, e.g. ALFWorld's loaded game) restored to the snapshot. Returns the
-    snapshot and the :class:`ForkArms`; ``env`` is left at the snapshot's state."""
-    snap, snapshot_ms, restore_ms, replay_ms = fork_costs(env, depth, repeats)
+    """Walk ``env`` to ``depth`` and time the arms every forking bench compares there: a
+    snapshot, a native restore, a replay restore, and a new env of the same game in this
+    process (the env's own twin, sharing what it can, e.g. ALFWorld's loaded game) restored to
+    the snapshot. Returns the snapshot and the :class:`ForkArms`; ``env`` is left at the
+    snapshot's state."""
+    walk(env, depth, seed=depth)
+    snap = env.snapshot()
+    replay = snap.replay_only()
+    snapshot_ms = median_ms(env.snapshot, repeats * 10)
+    restore_ms = median_ms(lambda: env.restore(snap), repeats * 10)
+    replay_ms = median_ms(lambda: env.restore(replay), repeats)
 
     def new_env() -> None:
         twin = env._spawn_twin()
@@ -103,27 +98,32 @@ class Spread:
     values: list[float]
 
     @property
+    def defined(self) -> list[float]:
+        """The values that are defined: NaN (e.g. a 0/0 ratio, a gate that never fired) is
+        left out of every summary."""
+        return [v for v in self.values if v == v]
+
+    @property
     def median(self) -> float:
-        return statistics.median(self.values)
+        return statistics.median(self.defined) if self.defined else float("nan")
 
     @property
     def lo(self) -> float:
-        return min(self.values)
+        return min(self.defined, default=float("nan"))
 
     @property
     def hi(self) -> float:
-        return max(self.values)
+        return max(self.defined, default=float("nan"))
 
     def fmt(self, digits: int = 2, suffix: str = "") -> str:
-        """``median (lo–hi)``; just the median when the repetitions agree. Undefined values
-        (NaN: e.g. a 0/0 ratio) are left out, and ``—`` stands for none defined."""
-        defined = Spread([v for v in self.values if v == v])
-        if not defined.values:
+        """``median (lo–hi)``; just the median when the repetitions agree; ``—`` when no value
+        is defined."""
+        if not self.defined:
             return "—"
-        med = f"{defined.median:,.{digits}f}{suffix}"
-        if len(defined.values) < 2 or defined.lo == defined.hi:
+        med = f"{self.median:,.{digits}f}{suffix}"
+        if len(self.defined) < 2 or self.lo == self.hi:
             return med
-        return f"{med} ({defined.lo:,.{digits}f}–{defined.hi:,.{digits}f})"
+        return f"{med} ({self.lo:,.{digits}f}–{self.hi:,.{digits}f})"
 
 
 def ratios(num: list[float], den: list[float]) -> Spread:
