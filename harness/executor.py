@@ -402,8 +402,12 @@ class ProcessExecutor(RecoveringExecutor):
             if old.proc.is_alive():
                 old.proc.kill()
                 await asyncio.to_thread(old.proc.join)
-            with contextlib.suppress(OSError):
-                old.conn.close()
+            # Close the pipe only once no roundtrip is inside it (they end with EOF now that the
+            # process is dead): a thread blocked in recv on a closed pipe could read from its
+            # reused file descriptor, i.e. steal the new worker's replies.
+            async with old.lock:
+                with contextlib.suppress(OSError):
+                    old.conn.close()
             self.workers[worker] = _Worker(
                 self._ctx, self._env_id, self._env_kwargs, worker, self._max_snap[worker]
             )
