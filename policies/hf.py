@@ -1,32 +1,30 @@
-"""``HFPolicy``: a local transformers causal LM (CPU or CUDA) with a prefix KV cache.
+"""``HFPolicy``: a local transformers causal LM (CPU or CUDA) behind a continuous-batching engine.
 
-Requests are grouped by identical prompt (the children of one tree node): the group's prompt is
-prefilled once — from the longest cached prefix on — its KV is expanded to the group's size, and
-the continuations are decoded together, one sampled token per row and step, each row with its
-own seeded generator. The KV of every prompt and of every finished generation goes into the
-:class:`PrefixKVCache`, so the next turn (prompt + generation + observation) only computes the
-observation's tokens. ``cached_tokens`` reports the prompt tokens a request did not compute:
-the cache hit for the first request of a group, the whole prompt for its siblings.
+Every ``generate`` call — from any task, any group, any thread — goes to one
+:class:`~treegym.policies.engine.BatchEngine`, which decodes all in-flight requests together
+and serves shared prefixes from a token-level radix cache over one KV pool (see
+``engine.py``). ``generate`` only queues requests and awaits their futures, so the event loop
+keeps serving env steps while the model runs.
 
-Generation runs in a worker thread (one at a time: the model is not re-entrant) so the event
-loop keeps serving env steps and other requests.
+``load_weights(path)`` swaps in a checkpoint of the same architecture between decode steps:
+the prefix cache is flushed (stale KV is never reused) and the weight version bumps; a
+checkpoint of another shape is refused and the old weights keep serving.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
-import random
-import threading
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from .prefix_cache import KV, PrefixKVCache
-from .protocol import GenerateRequest, GenerateResult, Policy, PolicyError, SamplingParams
+from .engine import BatchEngine
+from .kv_pool import TokenKVPool
+from .protocol import GenerateRequest, GenerateResult, Policy, PolicyError
 
 
 def _model_digest(path: Path) -> str:
@@ -36,36 +34,30 @@ def _model_digest(path: Path) -> str:
     return h.hexdigest()[:16]
 
 
-def sample_token(
-    logits: torch.Tensor, params: SamplingParams, generator: torch.Generator
-) -> tuple[int, float]:
-    """Sample one id from a ``[vocab]`` logit row; return it with its logprob.
+def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """The tensors of a Hugging Face checkpoint folder (safetensors), with a clear error for a
+    folder without weights or a corrupt file."""
+    from safetensors.torch import load_file
 
-    The logprob is under the temperature-scaled distribution before top-k/top-p truncation
-    (greedy: the untempered distribution).
-    """
-    logits = logits.float()
-    if params.greedy:
-        logp = torch.log_softmax(logits, dim=-1)
-        token = int(torch.argmax(logits))
-        return token, float(logp[token])
-    logp = torch.log_softmax(logits / params.temperature, dim=-1)
-    probs = logp.exp()
-    if params.top_k > 0:
-        kth = torch.topk(probs, min(params.top_k, probs.numel())).values[-1]
-        probs = torch.where(probs >= kth, probs, torch.zeros_like(probs))
-    if params.top_p < 1.0:
-        sorted_p, order = torch.sort(probs, descending=True)
-        keep = torch.cumsum(sorted_p, 0) - sorted_p < params.top_p
-        mask = torch.zeros_like(probs, dtype=torch.bool)
-        mask[order[keep]] = True
-        probs = torch.where(mask, probs, torch.zeros_like(probs))
-    token = int(torch.multinomial(probs / probs.sum(), 1, generator=generator))
-    return token, float(logp[token])
+    files = sorted(Path(path).glob("*.safetensors"))
+    if not files:
+        raise PolicyError(f"no *.safetensors weights in {path}")
+    state: dict[str, torch.Tensor] = {}
+    for f in files:
+        try:
+            state.update(load_file(f))
+        except Exception as exc:  # safetensors raises its own types for truncated files
+            raise PolicyError(f"cannot read weights {f}: {exc}") from exc
+    return state
 
 
 class HFPolicy(Policy):
-    """Local transformers policy. ``cache_bytes=0`` disables the prefix cache."""
+    """Local transformers policy.
+
+    ``cache_bytes`` is the KV pool's size: running requests and cached prefixes share it
+    (at least four full contexts are always allocated); ``cache_bytes=0`` disables prefix
+    caching (every prompt is computed in full: the control arm of cache benchmarks).
+    """
 
     def __init__(
         self,
@@ -74,6 +66,7 @@ class HFPolicy(Policy):
         device: str = "cpu",
         dtype: torch.dtype = torch.float32,
         cache_bytes: int = 256 << 20,
+        max_batch: int = 64,
         seed: int = 0,
     ) -> None:
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -82,14 +75,36 @@ class HFPolicy(Policy):
         if not (self.model_path / "config.json").is_file():
             raise PolicyError(f"no Hugging Face model at {self.model_path} (config.json missing)")
         self.tokenizer = AutoTokenizer.from_pretrained(self.model_path)
-        self.model = AutoModelForCausalLM.from_pretrained(self.model_path, dtype=dtype).to(device)
+        try:
+            with _quiet_loading():
+                self.model = AutoModelForCausalLM.from_pretrained(self.model_path, dtype=dtype)
+        except Exception as exc:
+            load_state_dict(self.model_path)  # names the unreadable file if that is the cause
+            raise PolicyError(f"cannot load the model in {self.model_path}: {exc}") from exc
+        self.model.to(device)
         self.model.eval()
+        _check_vocab(self.model, self.tokenizer, self.model_path)
         self.device = device
-        self.cache = PrefixKVCache(cache_bytes)
-        self.context_length = int(getattr(self.model.config, "max_position_embeddings", 2048))
-        self._rng = random.Random(seed)
-        self._lock = threading.Lock()
+        cfg = self.model.config
+        self.context_length = int(getattr(cfg, "max_position_embeddings", 2048))
+        heads = cfg.num_attention_heads
+        per_token = TokenKVPool.bytes_per_token(
+            cfg.num_hidden_layers,
+            getattr(cfg, "num_key_value_heads", None) or heads,
+            getattr(cfg, "head_dim", None) or cfg.hidden_size // heads,
+            dtype,
+        )
+        self.kv_bytes_per_token = per_token
+        self.engine = BatchEngine(
+            self.model,
+            kv_tokens=max(cache_bytes // per_token, 4 * self.context_length) + 1,
+            prefix_cache=cache_bytes > 0,
+            max_batch=max_batch,
+            eos_token_id=self.tokenizer.eos_token_id,
+            seed=seed,
+        )
         self._digest = _model_digest(self.model_path)
+        self._updates = 0
 
     def identity(self) -> dict[str, Any]:
         return {
@@ -97,123 +112,79 @@ class HFPolicy(Policy):
             "model_path": str(self.model_path),
             "model_sha256": self._digest,
             "parameters": sum(p.numel() for p in self.model.parameters()),
+            "weight_version": self.engine.weight_version,
         }
 
     async def generate(self, requests: Sequence[GenerateRequest]) -> list[GenerateResult]:
-        return await asyncio.to_thread(self.generate_sync, requests)
+        futures = self.engine.submit(requests)
+        return list(await asyncio.gather(*(asyncio.wrap_future(f) for f in futures)))
 
     def generate_sync(self, requests: Sequence[GenerateRequest]) -> list[GenerateResult]:
-        """Blocking form of :meth:`generate` (used by the HTTP server's worker thread)."""
-        groups: dict[tuple[int, ...], list[int]] = {}
-        for i, req in enumerate(requests):
-            if not req.input_ids:
-                raise PolicyError(f"request {i} has an empty prompt")
-            groups.setdefault(tuple(req.input_ids), []).append(i)
-        results: list[GenerateResult | None] = [None] * len(requests)
-        with self._lock, torch.inference_mode():
-            for prompt, members in groups.items():
-                for i, res in zip(
-                    members,
-                    self._generate_group(prompt, [requests[i] for i in members]),
-                    strict=True,
-                ):
-                    results[i] = res
-        return [r for r in results if r is not None]
+        """Blocking form of :meth:`generate` (for callers without an event loop)."""
+        return [f.result() for f in self.engine.submit(requests)]
 
-    # ------------------------------------------------------------------ internals
-    def _generate_group(
-        self, prompt: tuple[int, ...], reqs: list[GenerateRequest]
-    ) -> list[GenerateResult]:
-        t0 = time.perf_counter()
-        n_prompt = len(prompt)
-        max_new = max(r.sampling.max_new_tokens for r in reqs)
-        if n_prompt + 1 > self.context_length:
-            raise PolicyError(
-                f"prompt of {n_prompt} tokens does not fit the model's context "
-                f"of {self.context_length}"
+    async def load_weights(self, path: str | Path, weight_version: str | None = None) -> str:
+        """Swap in the weights at ``path`` once running requests finish; flush the prefix
+        cache; return the new weight version. Another architecture or shape is refused with a
+        :class:`PolicyError` and the current weights keep serving."""
+        path = Path(path)
+        state = await asyncio.to_thread(load_state_dict, path)
+        fut = self.engine.when_idle(lambda: self._swap(state, path, weight_version))
+        return await asyncio.wrap_future(fut)
+
+    def _swap(self, state: dict[str, torch.Tensor], path: Path, version: str | None) -> str:
+        current = self.model.state_dict()
+        tied = {k for k in current if k not in state and k.endswith("lm_head.weight")}
+        missing = sorted(set(current) - set(state) - tied)
+        unexpected = sorted(set(state) - set(current))
+        bad = [k for k in state if k in current and state[k].shape != current[k].shape]
+        if missing or unexpected or bad:
+            what = (
+                f"shape of {bad[0]} is {tuple(state[bad[0]].shape)}, "
+                f"expected {tuple(current[bad[0]].shape)}"
+                if bad
+                else f"missing {missing[:3]}"
+                if missing
+                else f"unexpected {unexpected[:3]}"
             )
-        max_new = min(max_new, self.context_length - n_prompt)
-        cached, kv = self.cache.lookup(prompt)
-        if kv is not None and cached >= n_prompt:  # the last token must run to give logits
-            cached = n_prompt - 1
-            kv = tuple((k[:, :, :cached], v[:, :, :cached]) for k, v in kv) if cached else None
-        logits, kv = self._forward(prompt[cached:], kv)
-        self.cache.insert(prompt, kv)
-        n = len(reqs)
-        gens = [
-            torch.Generator().manual_seed(
-                r.sampling.seed if r.sampling.seed is not None else self._rng.randrange(2**31)
-            )
-            for r in reqs
-        ]
-        kv = tuple((k.expand(n, -1, -1, -1), v.expand(n, -1, -1, -1)) for k, v in kv)
-        last = logits[-1:].expand(n, -1)
-        out: list[list[int]] = [[] for _ in reqs]
-        lps: list[list[float]] = [[] for _ in reqs]
-        done = [False] * n
-        finish = ["length"] * n
-        feeds = 0  # decode steps run: row b's first min(len(out[b]), feeds) tokens are in kv
-        pad = self.tokenizer.pad_token_id or 0
-        for _ in range(max_new):
-            feed = []
-            for row, req in enumerate(reqs):
-                if done[row]:
-                    feed.append(pad)
-                    continue
-                token, lp = sample_token(last[row], req.sampling, gens[row])
-                out[row].append(token)
-                lps[row].append(lp)
-                if token in req.sampling.stop_token_ids or token == self.tokenizer.eos_token_id:
-                    done[row], finish[row] = True, "stop"
-                elif len(out[row]) >= min(req.sampling.max_new_tokens, max_new):
-                    done[row] = True
-                feed.append(token)
-            if all(done):
-                break
-            last, kv = self._forward_batch(feed, kv)
-            feeds += 1
-        for row in range(n):
-            fed = min(len(out[row]), feeds)
-            length = n_prompt + fed
-            row_kv = tuple(
-                (k[row : row + 1, :, :length].clone(), v[row : row + 1, :, :length].clone())
-                for k, v in kv
-            )
-            self.cache.insert(prompt + tuple(out[row][:fed]), row_kv)
-        latency = time.perf_counter() - t0
-        return [
-            GenerateResult(
-                output_ids=tuple(out[row]),
-                logprobs=tuple(lps[row]),
-                finish_reason=finish[row],
-                prompt_tokens=n_prompt,
-                # The group's prompt is computed once: the first row pays for it, the others
-                # reuse it entirely (what SGLang reports for batched siblings too).
-                cached_tokens=cached if row == 0 else n_prompt,
-                latency_s=latency,
-                rid=req.rid,
-            )
-            for row, req in enumerate(reqs)
-        ]
+            raise PolicyError(f"checkpoint {path} does not fit the served model: {what}")
+        with torch.no_grad():
+            for k, v in state.items():
+                current[k].copy_(v)
+        self.engine.flush_cache()
+        self._updates += 1
+        self.engine.weight_version = version or str(self._updates)
+        self.model_path, self._digest = path, _model_digest(path)
+        return self.engine.weight_version
 
-    def _forward(self, ids: Sequence[int], kv: KV | None) -> tuple[torch.Tensor, KV]:
-        """Run ``ids`` (batch 1) after ``kv``; return per-position logits ``[len, vocab]``."""
-        from transformers import DynamicCache
+    async def aclose(self) -> None:
+        await asyncio.to_thread(self.engine.close)
 
-        cache = DynamicCache(ddp_cache_data=kv) if kv is not None else DynamicCache()
-        x = torch.tensor([list(ids)], device=self.device)
-        out = self.model(input_ids=x, past_key_values=cache, use_cache=True)
-        return out.logits[0], _kv_of(out.past_key_values)
+    def __del__(self) -> None:  # the engine thread holds the model, not the policy
+        engine = getattr(self, "engine", None)
+        if engine is not None:
+            engine.close()
 
-    def _forward_batch(self, tokens: list[int], kv: KV) -> tuple[torch.Tensor, KV]:
-        from transformers import DynamicCache
 
-        x = torch.tensor(tokens, device=self.device).unsqueeze(1)
-        out = self.model(
-            input_ids=x, past_key_values=DynamicCache(ddp_cache_data=kv), use_cache=True
+@contextlib.contextmanager
+def _quiet_loading():
+    """No 'Loading weights' progress bar in treegym's output (a run prints its own progress)."""
+    from transformers.utils import logging
+
+    enabled = logging.is_progress_bar_enabled()
+    logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if enabled:
+            logging.enable_progress_bar()
+
+
+def _check_vocab(model: Any, tokenizer: Any, path: Path) -> None:
+    """A tokenizer with ids the model has no embedding for would index out of range later."""
+    rows = model.get_input_embeddings().weight.shape[0]
+    if len(tokenizer) > rows:
+        raise PolicyError(
+            f"the tokenizer in {path} has {len(tokenizer)} tokens but the model's embedding "
+            f"has {rows} rows: tokenizer and weights do not match"
         )
-        return out.logits[:, -1], _kv_of(out.past_key_values)
-
-
-def _kv_of(cache: Any) -> KV:
-    return tuple((layer.keys, layer.values) for layer in cache.layers)

@@ -114,6 +114,9 @@ class GenerateResult:
     """Seconds from request to result, as the engine measured it (SGLang: ``e2e_latency``)."""
     rid: str | None = None
     """The request's id."""
+    weight_version: str | None = None
+    """Version of the weights that generated it (SGLang: ``meta_info.weight_version``); bumped
+    by every weight update, so a trainer can tell on-policy samples from stale ones."""
 
     def __post_init__(self) -> None:
         if len(self.output_ids) != len(self.logprobs):

@@ -10,7 +10,10 @@ and ``entrypoints/http_server.py``; see ``../shared/SGLANG.md``):
   "meta_info": {"id", "finish_reason", "prompt_tokens", "completion_tokens", "cached_tokens",
   "e2e_latency", "output_token_logprobs"}}``, or a list of those for a batch.
 * ``GET /health``, ``/health_generate``, ``/get_model_info`` (``/model_info``),
-  ``/get_server_info`` (``/server_info``), ``POST /flush_cache``.
+  ``/get_server_info`` (``/server_info``), ``POST /flush_cache`` (400 while requests run, as in
+  SGLang), ``POST /update_weights_from_disk`` (SGLang's ``UpdateWeightFromDiskReqInput``
+  fields; ``{success, message, num_paused_requests}``, 200 or 400: a checkpoint of another
+  shape is refused and the old weights keep serving).
 
 It binds 127.0.0.1 unless told otherwise. Streaming is not implemented (``stream: true`` is
 answered with a 400 that says so).
@@ -18,6 +21,7 @@ answered with a 400 that says so).
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import time
 from typing import Any
@@ -86,6 +90,33 @@ def parse_generate(body: Any, tokenizer: Any) -> tuple[list[GenerateRequest], bo
     return requests, batch, bool(body.get("return_logprob"))
 
 
+#: ``UpdateWeightFromDiskReqInput``'s fields (SGLang 0.5.23 ``managers/io_struct.py``).
+UPDATE_WEIGHTS_FIELDS = {
+    "model_path": str, "load_format": (str, type(None)), "abort_all_requests": bool,
+    "weight_version": (str, type(None)), "is_async": bool, "torch_empty_cache": bool,
+    "keep_pause": bool, "recapture_cuda_graph": bool, "token_step": int, "flush_cache": bool,
+    "manifest": (dict, type(None)),
+}  # fmt: skip
+
+
+def parse_update_weights(body: Any) -> dict[str, Any]:
+    """A checked ``/update_weights_from_disk`` body. The prefix cache is flushed whatever
+    ``flush_cache`` says: KV computed by old weights must never serve new ones."""
+    if not isinstance(body, dict):
+        raise BadRequest("the body must be a JSON object")
+    for key, value in body.items():
+        kind = UPDATE_WEIGHTS_FIELDS.get(key)
+        if kind is None:
+            raise BadRequest(f"unknown field {key!r} for /update_weights_from_disk")
+        if not isinstance(value, kind):
+            raise BadRequest(f"field {key!r} has the wrong type {type(value).__name__}")
+    if not body.get("model_path"):
+        raise BadRequest("'model_path' is required")
+    if body.get("load_format") not in (None, "auto", "safetensors"):
+        raise BadRequest(f"load_format {body['load_format']!r} is not supported (safetensors)")
+    return body
+
+
 def make_app(policy: HFPolicy) -> web.Application:
     """The aiohttp application serving ``policy``."""
     counter = itertools.count()
@@ -105,16 +136,42 @@ def make_app(policy: HFPolicy) -> web.Application:
         })  # fmt: skip
 
     async def server_info(_: web.Request) -> web.Response:
+        stats = policy.engine.stats()
         return web.json_response({
             "version": SERVER_VERSION, "model_path": str(policy.model_path),
-            "disable_radix_cache": policy.cache.max_bytes == 0,
+            "disable_radix_cache": not policy.engine.prefix_cache,
             "context_length": policy.context_length,
-            "prefix_cache_entries": len(policy.cache), "prefix_cache_bytes": policy.cache.nbytes,
+            "weight_version": stats["weight_version"],
+            "prefix_cache_tokens": stats["cached_tokens"],
+            "prefix_cache_bytes": stats["cached_tokens"] * policy.kv_bytes_per_token,
+            "kv_capacity_tokens": stats["kv_capacity_tokens"],
         })  # fmt: skip
 
     async def flush_cache(_: web.Request) -> web.Response:
-        policy.cache.clear()
+        stats = policy.engine.stats()
+        if stats["running"] or stats["waiting"]:  # SGLang refuses too: retry when idle
+            return web.Response(
+                text="Cache not flushed because there are pending requests.", status=400
+            )
+        await asyncio.wrap_future(policy.engine.when_idle(policy.engine.flush_cache))
         return web.Response(text="Cache flushed.")
+
+    async def update_weights_from_disk(request: web.Request) -> web.Response:
+        try:
+            body = parse_update_weights(await request.json())
+        except (BadRequest, ValueError) as exc:
+            return web.json_response({"error": str(exc)}, status=400)
+        paused = policy.engine.stats()["running"]
+        try:
+            version = await policy.load_weights(body["model_path"], body.get("weight_version"))
+        except PolicyError as exc:
+            return web.json_response(
+                {"success": False, "message": str(exc), "num_paused_requests": 0}, status=400
+            )
+        return web.json_response({
+            "success": True, "num_paused_requests": paused,
+            "message": f"Succeeded to update model weights (weight_version {version}).",
+        })  # fmt: skip
 
     async def generate(request: web.Request) -> web.Response:
         t0 = time.perf_counter()
@@ -157,5 +214,6 @@ def make_app(policy: HFPolicy) -> web.Application:
     for path in ("/get_server_info", "/server_info"):
         app.router.add_get(path, server_info)
     app.router.add_post("/flush_cache", flush_cache)
+    app.router.add_post("/update_weights_from_disk", update_weights_from_disk)
     app.router.add_post("/generate", generate)
     return app

@@ -7,6 +7,7 @@ import importlib.util
 import json
 
 import pytest
+import torch
 from aiohttp import web
 
 from tests.policy_fixtures import (  # noqa: F401 - fixtures
@@ -50,9 +51,10 @@ def test_client_matches_the_local_policy_and_reports_cached_tokens(tiny_model, s
         assert remote.logprobs == pytest.approx(mine.logprobs, abs=1e-5)
         assert remote.prompt_tokens == len(reqs[0].input_ids)
     n = len(reqs[0].input_ids)
-    assert [r.cached_tokens for r in first] == [0, n, n]  # a cold server computes it once
-    assert [r.cached_tokens for r in second] == [n - 1, n, n]
-    assert info["prefix_cache_entries"] > 0 and info["version"].startswith("treegym-hf")
+    # a cold server computes the prompt once; SGLang's rule: at most prompt - 1 is cached
+    assert [r.cached_tokens for r in first] == [0, n - 1, n - 1]
+    assert [r.cached_tokens for r in second] == [n - 1, n - 1, n - 1]
+    assert info["prefix_cache_tokens"] > 0 and info["version"].startswith("treegym-hf")
 
 
 def test_server_speaks_sglangs_body_shapes(tiny_model, serve_app):  # noqa: F811
@@ -89,6 +91,46 @@ def test_server_speaks_sglangs_body_shapes(tiny_model, serve_app):  # noqa: F811
     ]:
         status, body = asyncio.run(post(bad))
         assert status == 400 and message in body["error"]["message"]
+
+
+def test_server_updates_weights_from_disk_like_sglang(tiny_model, serve_app, tmp_path):  # noqa: F811
+    import aiohttp
+    from transformers import AutoModelForCausalLM
+
+    policy = HFPolicy(tiny_model)
+    server = serve_app(make_app(policy))
+    ids = list(_requests(policy, 1)[0].input_ids)
+    other = AutoModelForCausalLM.from_pretrained(tiny_model)
+    with torch.no_grad():
+        for p in other.parameters():
+            p.add_(torch.randn_like(p) * 0.5)
+    other.save_pretrained(tmp_path / "step1")
+
+    async def post(path, body):
+        async with aiohttp.ClientSession() as s, s.post(server.url + path, json=body) as r:
+            return r.status, await r.json(content_type=None)
+
+    greedy = {"input_ids": ids, "sampling_params": {"max_new_tokens": 6, "temperature": 0}}
+    _, before = asyncio.run(post("/generate", greedy))
+    status, body = asyncio.run(post("/update_weights_from_disk", {
+        "model_path": str(tmp_path / "step1"), "weight_version": "step-1", "flush_cache": True,
+    }))  # fmt: skip
+    assert status == 200 and body["success"] is True and body["num_paused_requests"] == 0
+    _, after = asyncio.run(post("/generate", greedy))
+    assert after["meta_info"]["cached_tokens"] == 0  # the cache was flushed
+    assert after["output_ids"] != before["output_ids"]
+    for bad, status_want, field in [
+        ({"model_path": str(tmp_path / "nowhere")}, 400, "message"),
+        ({"weight_version": "x"}, 400, "error"),
+        ({"model_path": str(tmp_path / "step1"), "typo": 1}, 400, "error"),
+    ]:
+        status, body = asyncio.run(post("/update_weights_from_disk", bad))
+        assert status == status_want and body[field], body
+    assert "model_path" in asyncio.run(post("/update_weights_from_disk", {}))[1]["error"]
+    status, body = asyncio.run(post("/update_weights_from_disk", {"model_path": str(tmp_path)}))
+    assert body["success"] is False and "no *.safetensors weights" in body["message"]
+    _, again = asyncio.run(post("/generate", greedy))
+    assert again["output_ids"] == after["output_ids"]  # step-1 weights still serve
 
 
 def _flaky_app(real: web.Application, failures: int, mode: str) -> tuple[web.Application, list]:
