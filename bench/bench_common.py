@@ -280,3 +280,13 @@ class BusyTimer(Policy):
 
     async def aclose(self) -> None:
         await self.inner.aclose()
+
+
+def heldout_tasks(env: str, n: int) -> list[Any]:
+    """``n`` held-out tasks of the embedded model's mix for ``env`` (``textworld`` or
+    ``alfworld``), their game files made up front so that no timed arm pays for generation."""
+    from treegym.envs.embedded_mix import EVAL_SEEDS, made_embedded_task
+    from treegym.harness import Task
+
+    made = [made_embedded_task(env, s) for s in EVAL_SEEDS[:n]]
+    return [Task(t.task_id, {"task": str(path)}, seed=t.seed) for t, path in made]

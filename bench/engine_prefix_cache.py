@@ -57,9 +57,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench_common import BusyTimer, Chart, Section, Spread, machine, ratios
+from bench_common import BusyTimer, Chart, Section, Spread, heldout_tasks, machine, ratios
 
-from treegym.envs.textworld_games import make_game
 from treegym.harness import (
     Budget,
     ChainSampler,
@@ -72,7 +71,7 @@ from treegym.harness import (
     TreeGRPOSampler,
 )
 from treegym.policies import PolicyError, ReActTemplate, SamplingParams
-from treegym.policies.embedded import EVAL_SEEDS, embedded_game_spec, embedded_model_path
+from treegym.policies.embedded import embedded_model_path
 from treegym.policies.launcher import wait_healthy
 from treegym.policies.protocol import GenerateRequest
 from treegym.policies.react import END
@@ -315,10 +314,7 @@ async def measure_async(urls_on: Sequence[str], urls_off: Sequence[str], templat
                         size: Size, repeats: int,
                         log: Any = None) -> dict[str, dict[str, list[ArmRun]]]:  # fmt: skip
     """``runs[sampler][arm]``: one :class:`ArmRun` per repetition."""
-    tasks = [
-        Task(f"cooking-{s}", {"task": str(make_game(embedded_game_spec(s)))}, seed=s)
-        for s in EVAL_SEEDS[: size.tasks]
-    ]
+    tasks = heldout_tasks("textworld", size.tasks)
     env_kwargs = {"max_episode_steps": size.max_episode_steps}
     executor: EnvExecutor = (
         ProcessExecutor("treegym/TextWorld-v0", env_kwargs, n_workers=size.workers)

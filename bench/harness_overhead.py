@@ -26,10 +26,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from bench_common import BusyTimer, Chart, Section, Spread, ratios, size_cli
+from bench_common import BusyTimer, Chart, Section, Spread, heldout_tasks, ratios, size_cli
 
 import treegym
-from treegym.envs.textworld_games import make_game
 from treegym.harness import (
     Budget,
     ChainSampler,
@@ -41,7 +40,7 @@ from treegym.harness import (
 )
 from treegym.harness.executor import EnvExecutor
 from treegym.policies import ReActTemplate, SamplingParams, ScriptedPolicy
-from treegym.policies.embedded import EVAL_SEEDS, embedded_game_spec, embedded_model_path
+from treegym.policies.embedded import EVAL_SEEDS, embedded_model_path
 
 REPETITIONS = 3
 GROUP_SIZE = 4
@@ -60,10 +59,7 @@ ARMS = ("bare loop", "runner, in-process", "runner, process pool (2)")
 def make_tasks(env: str, n: int) -> list[Task]:
     if env == "ToyRooms":
         return [Task(f"toy-{i}", {"task": i}, seed=i) for i in range(n)]
-    return [
-        Task(f"cooking-{s}", {"task": str(make_game(embedded_game_spec(s)))}, seed=s)
-        for s in EVAL_SEEDS[:n]
-    ]
+    return heldout_tasks("textworld", n)
 
 
 @dataclass

@@ -37,11 +37,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench_common import Chart, Section, Spread, ratios
+from bench_common import Chart, Section, Spread, heldout_tasks, ratios
 from transformers.utils import logging as hf_logging
 
-from treegym.envs.alfworld_files import TASK_TYPES
-from treegym.envs.textworld_games import make_game
 from treegym.harness import (
     Budget,
     ChainSampler,
@@ -56,7 +54,7 @@ from treegym.harness import (
 )
 from treegym.harness.selective import GatedSampler, is_gated
 from treegym.policies import ReActTemplate, SamplingParams
-from treegym.policies.embedded import EVAL_SEEDS, embedded_game_spec, embedded_model_path
+from treegym.policies.embedded import embedded_model_path
 from treegym.policies.hf import HFPolicy
 
 SIZES = {
@@ -100,26 +98,12 @@ class EnvSetup:
     tasks: Callable[[int], list[Task]]
 
 
-def textworld_tasks(n: int) -> list[Task]:
-    seeds = EVAL_SEEDS[:n]
-    return [Task(f"cooking-{s}", {"task": str(make_game(embedded_game_spec(s)))}, s) for s in seeds]
-
-
-def alfworld_tasks(n: int) -> list[Task]:
-    """``n`` generated tasks cycling over the six types (seed i of type i mod 6)."""
-    out = []
-    for i in range(n):
-        spec = f"{TASK_TYPES[i % len(TASK_TYPES)]}:seed={i}"
-        out.append(Task(spec, {"task": spec}, seed=i))
-    return out
-
-
 ENVS = (
-    EnvSetup(
-        "textworld", "TextWorld (held-out tw-cooking)", "treegym/TextWorld-v0", textworld_tasks
-    ),
-    EnvSetup("alfworld", "ALFWorld (generated, six types)", "treegym/ALFWorld-v0", alfworld_tasks),
-)
+    EnvSetup("textworld", "TextWorld (held-out embedded mix)", "treegym/TextWorld-v0",
+             lambda n: heldout_tasks("textworld", n)),
+    EnvSetup("alfworld", "ALFWorld (held-out embedded mix, six types)", "treegym/ALFWorld-v0",
+             lambda n: heldout_tasks("alfworld", n)),
+)  # fmt: skip
 
 
 @dataclass

@@ -20,9 +20,11 @@ model sees the consequence) and the turn records why.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from .protocol import GenerateResult
@@ -34,6 +36,8 @@ END = "<|end|>"
 PAD = "<|pad|>"
 SPECIAL_TOKENS = (PAD, SYSTEM, USER, ASSISTANT, END)
 MALFORMED_ACTION = "[malformed action]"
+TEMPLATE_FILE = "template.json"
+"""Beside a model's weights: the ReAct template settings it was trained with."""
 
 DEFAULT_SYSTEM_PROMPT = (
     "You are an agent playing a text adventure. Read the observation, then answer with one "
@@ -84,6 +88,19 @@ class ReActTemplate:
     system_prompt: str = DEFAULT_SYSTEM_PROMPT
     show_admissible: bool = True
     tidy: bool = True
+
+    @classmethod
+    def for_model(cls, tokenizer: Any, model_path: str | Path | None = None) -> ReActTemplate:
+        """The template a model was trained with: settings from ``MODEL/template.json``
+        (``show_admissible``, ``system_prompt``) when the folder has one, else the defaults."""
+        settings: dict[str, Any] = {}
+        file = Path(model_path) / TEMPLATE_FILE if model_path is not None else None
+        if file is not None and file.is_file():
+            settings = json.loads(file.read_text())
+            unknown = set(settings) - {"show_admissible", "system_prompt", "tidy"}
+            if unknown:
+                raise ValueError(f"{file}: unknown template settings {sorted(unknown)}")
+        return cls(tokenizer, **settings)
 
     # -------------------------------------------------------------- text pieces
     def _user_body(self, observation: str, admissible: Sequence[str] | None) -> str:

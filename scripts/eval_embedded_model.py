@@ -1,10 +1,13 @@
-"""Measure the embedded model: success rate on held-out games at temperature 1, and speed.
+"""Measure the embedded model's reward contrast on held-out tasks, per env and per family.
 
-Plays ``--games`` held-out tw-cooking games (seeds never used in training) ``--episodes`` times
-each with ``HFPolicy`` and writes ``eval.json`` beside the weights. The model is meant to be a
-real but weak agent: success between 20% and 80%, so groups of rollouts get mixed rewards.
+For each env of the embedded mix (``treegym.envs.embedded_mix``: TextWorld and ALFWorld) it
+plays ``--tasks`` held-out tasks (seeds never used in training or checkpoint choice)
+``--episodes`` times each at temperature 1 — a chain G=episodes group per task — through the
+ordinary runner and ``HFPolicy``, and records: success, the share of tasks with mixed outcomes
+(what gives GRPO a non-zero advantage), the distribution of per-task win rates, malformed
+turns, and the engine's throughput. It writes ``eval.json`` beside the weights.
 
-Usage: ``python scripts/eval_embedded_model.py [--model data/embedded] [--games 40]``.
+Usage: ``python scripts/eval_embedded_model.py [--model data/embedded] [--tasks 30]``.
 """
 
 from __future__ import annotations
@@ -15,66 +18,57 @@ import json
 import time
 from pathlib import Path
 
-from treegym.envs.textworld_env import TextWorldEnv
-from treegym.envs.textworld_games import make_game
-from treegym.harness.episode import play_episode
-from treegym.policies import ReActTemplate, SamplingParams
-from treegym.policies.embedded import EVAL_SEEDS
-from treegym.policies.embedded import embedded_game_spec as game_spec
+from treegym.envs.embedded_mix import ENVS, EVAL_SEEDS, MAX_EPISODE_STEPS
+from treegym.harness.evaluate import TaskOutcome, evaluate_mix
+from treegym.policies import ReActTemplate
 from treegym.policies.hf import HFPolicy
 
 
-async def evaluate(model: Path, games: int, episodes: int, temperature: float) -> dict:
+def print_outcome(o: TaskOutcome) -> None:
+    print(f"  {o.task_id}: {o.wins}/{o.episodes} won", flush=True)
+
+
+async def evaluate_model(model: Path, n_tasks: int, episodes: int, temperature: float) -> dict:
     policy = HFPolicy(model)
-    template = ReActTemplate(policy.tokenizer)
-    sampling = SamplingParams(max_new_tokens=48, temperature=temperature)
-    wins, total, generated, policy_s, prompt, cached, malformed, turns = 0, 0, 0, 0.0, 0, 0, 0, 0
-    t0 = time.perf_counter()
-    for seed in EVAL_SEEDS[:games]:
-        env = TextWorldEnv(str(make_game(game_spec(seed))), max_episode_steps=20)
-        for ep in range(episodes):
-            result = await play_episode(
-                env, policy, template, seed=seed * 100 + ep, sampling=sampling, context_length=2048
-            )
-            total += 1
-            wins += result.won
-            generated += sum(result.transcript.loss_mask)
-            policy_s += result.policy_s
-            prompt += result.prompt_tokens
-            cached += result.cached_tokens
-            turns += len(result.transcript.turns)
-            malformed += sum(t.parse_error is not None for t in result.transcript.turns)
-        env.close()
-    return {
+    template = ReActTemplate.for_model(policy.tokenizer, model)
+    record: dict = {
         "model_sha256": policy.identity()["model_sha256"],
         "parameters": policy.identity()["parameters"],
-        "held_out_games": games,
-        "episodes": total,
         "temperature": temperature,
-        "success_rate": round(wins / total, 3),
-        "malformed_turn_rate": round(malformed / max(1, turns), 3),
-        "mean_turns": round(turns / total, 2),
-        "generated_tokens_per_s": round(generated / policy_s, 1),
-        "prefix_cache_hit_rate": round(cached / max(1, prompt), 3),
-        "wall_s": round(time.perf_counter() - t0, 1),
+        "episodes_per_task": episodes,
+        "eval_seeds_from": EVAL_SEEDS.start,
         "device": "cpu",
     }
+    for env in ENVS:
+        tokens0, t0 = policy.engine.decode_tokens, time.perf_counter()
+        report = await evaluate_mix(policy, template, env, EVAL_SEEDS[:n_tasks],
+                                    episodes=episodes, temperature=temperature,
+                                    progress=print_outcome)  # fmt: skip
+        wall = time.perf_counter() - t0
+        record[env] = {
+            **report.to_json(),
+            "max_episode_steps": MAX_EPISODE_STEPS[env],
+            "wall_s": round(wall, 1),
+            "generated_tokens_per_s": round((policy.engine.decode_tokens - tokens0) / wall, 1),
+        }
+        print(f"{env}: {json.dumps(report.summary())}", flush=True)
+    await policy.aclose()
+    return record
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     ap.add_argument("--model", type=Path, default=Path("data/embedded"))
-    ap.add_argument("--games", type=int, default=40)
-    ap.add_argument("--episodes", type=int, default=2)
+    ap.add_argument("--tasks", type=int, default=30, help="held-out tasks per env")
+    ap.add_argument("--episodes", type=int, default=8, help="episodes per task (>= 8)")
     ap.add_argument("--temperature", type=float, default=1.0)
     ap.add_argument("--out", type=Path, default=None, help="default: MODEL/eval.json")
     args = ap.parse_args()
-    record = asyncio.run(evaluate(args.model, args.games, args.episodes, args.temperature))
+    record = asyncio.run(evaluate_model(args.model, args.tasks, args.episodes, args.temperature))
     out = args.out or args.model / "eval.json"
     out.write_text(json.dumps(record, indent=2) + "\n")
-    print(json.dumps(record, indent=2))
+    print(json.dumps({env: record[env]["summary"] for env in ENVS}, indent=2))
 
 
 if __name__ == "__main__":

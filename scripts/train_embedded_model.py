@@ -1,66 +1,106 @@
-"""Reproduce treegym's embedded default model from a seed (CPU, well under an hour).
+"""Reproduce treegym's embedded default model from a seed (CPU, about 1.5 h on 2 cores).
 
-1. Make tw-cooking games offline (train seeds, and held-out seeds for evaluation).
-2. Play them with the noisy scripted expert, recording each episode as ReAct text pieces —
-   the same pieces ``ReActTemplate`` renders at inference.
-3. Train a byte-level BPE tokenizer (``tokenizers``) on those texts, with the template's
-   special tokens.
-4. Tokenize each piece on its own, exactly as the transcript does at inference, and train a
-   small Llama (``transformers.LlamaForCausalLM``) with the loss on generated pieces only.
-5. Save weights (float16 safetensors), tokenizer and a ``training.json`` record to ``--out``.
+1. Make the training tasks of the embedded mix (``treegym.policies.embedded``): TextWorld
+   tw-cooking / tw-coin_collector / tw-treasure_hunter games and generated ALFWorld tasks of
+   all six types, on training seeds only.
+2. Play them with the noisy scripted expert (the expert plan with probability 1 − ε, else a
+   random admissible command), recording each episode as ReAct text pieces — exactly what
+   ``ReActTemplate`` renders at inference, with the template settings of ``template.json``
+   (no admissible-command list: ALFWorld lists 50+, which would not fit the context; the model
+   names commands from what the observations say).
+3. Train a byte-level BPE tokenizer (``tokenizers``) with the template's special tokens.
+4. Tokenize each piece on its own, as the transcript does at inference, and train a small Llama
+   (``transformers.LlamaForCausalLM``) for a fixed number of steps with the loss on generated
+   pieces only, saving checkpoints along the way.
+5. Choose the checkpoint with the most reward *contrast* on validation tasks (seeds that are
+   neither training nor held-out evaluation seeds): the share of tasks whose episodes at T=1
+   both win and lose, averaged over the two envs (malformed turns must stay ≤ 3%).
+6. Save it (float16 safetensors), the tokenizer, ``template.json`` and ``training.json``.
 
-Usage: ``python scripts/train_embedded_model.py --out data/embedded --minutes 35``.
-Evaluate with ``python scripts/eval_embedded_model.py``.
+Usage: ``python scripts/train_embedded_model.py --out data/embedded``; then
+``python scripts/eval_embedded_model.py`` measures it on held-out tasks.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import math
 import random
+import shutil
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from treegym.envs.textworld_env import TextWorldEnv
-from treegym.policies.embedded import EVAL_SEEDS, TRAIN_SEEDS
-from treegym.policies.embedded import embedded_game_spec as game_spec
+from treegym.envs.embedded_mix import (
+    ENVS,
+    MAX_EPISODE_STEPS,
+    TRAIN_SEEDS,
+    VALID_SEEDS,
+    made_embedded_task,
+)
 from treegym.policies.react import ReActTemplate
 from treegym.policies.scripted import ScriptedPolicy
 from treegym.policies.tokenizer import train_react_tokenizer
 
+TEMPLATE_SETTINGS = {"show_admissible": False}
 
-def collect(
-    games: list[str], episodes: int, epsilon: float, seed: int
-) -> tuple[list[list[tuple[str, int]]], int]:
-    """Episodes as ``[(text piece, is_generated)]`` lists played by the noisy expert, and wins."""
-    text_template = ReActTemplate(tokenizer=None)
-    chooser = ScriptedPolicy(text_template, "expert", epsilon=epsilon, seed=seed)
-    rng = random.Random(seed)
-    out, wins = [], 0
-    for game in games:
-        env = TextWorldEnv(game, max_episode_steps=20)
-        for _ in range(episodes):
-            obs, info = env.reset(seed=rng.randrange(2**31 - 1))
-            pieces = [(text_template.prompt_text(obs, info["admissible_commands"]), 0)]
-            while True:
-                action, _, thought = chooser.choose(info, rng)
-                pieces.append((ReActTemplate.assistant_text(thought, action), 1))
-                obs, _, terminated, truncated, info = env.step(action)
-                pieces.append((text_template.observation_text(obs, info["admissible_commands"]), 0))
-                if terminated or truncated:
-                    wins += bool(info["won"])
-                    break
-            out.append(pieces)
-        env.close()
+
+def make_env(env: str, path: Path):
+    steps = MAX_EPISODE_STEPS[env]
+    if env == "alfworld":
+        from treegym.envs.alfworld_env import ALFWorldEnv
+
+        return ALFWorldEnv(task=str(path), max_episode_steps=steps)
+    from treegym.envs.textworld_env import TextWorldEnv
+
+    return TextWorldEnv(str(path), max_episode_steps=steps)
+
+
+def play_task(job: tuple[str, int, int, float, int]) -> tuple[list, int]:
+    """Episodes of one task as ``[(text piece, is_generated)]`` lists, and the expert's wins."""
+    env_name, task_seed, episodes, epsilon, seed = job
+    task, path = made_embedded_task(env_name, task_seed)
+    template = ReActTemplate(tokenizer=None, **TEMPLATE_SETTINGS)
+    chooser = ScriptedPolicy(template, "expert", epsilon=epsilon, seed=seed)
+    rng = random.Random(f"{seed}:{task.spec}")
+    env, out, wins = make_env(env_name, path), [], 0
+    for _ in range(episodes):
+        obs, info = env.reset(seed=rng.randrange(2**31 - 1))
+        pieces = [(template.prompt_text(obs), 0)]
+        while True:
+            action, _, thought = chooser.choose(info, rng)
+            pieces.append((ReActTemplate.assistant_text(thought, action), 1))
+            obs, _, terminated, truncated, info = env.step(action)
+            pieces.append((template.observation_text(obs), 0))
+            if terminated or truncated:
+                wins += bool(info["won"])
+                break
+        out.append(pieces)
+    env.close()
+    return out, wins
+
+
+def collect(tasks: list[tuple[str, int]], episodes: int, epsilon: float, seed: int,
+            workers: int) -> tuple[list, int]:  # fmt: skip
+    """Play ``(env, task seed)`` tasks in ``workers`` processes."""
+    jobs = [(env, s, episodes, epsilon, seed) for env, s in tasks]
+    out, wins, t0 = [], 0, time.time()
+    with ProcessPoolExecutor(workers) as pool:
+        for i, (eps, won) in enumerate(pool.map(play_task, jobs, chunksize=4)):
+            out += eps
+            wins += won
+            if (i + 1) % 40 == 0:
+                print(f"  {i + 1}/{len(jobs)} tasks played ({time.time() - t0:.0f}s)", flush=True)
     return out, wins
 
 
 def encode(episodes, tokenizer, max_len: int) -> list[tuple[list[int], list[int]]]:
-    template = ReActTemplate(tokenizer)
+    template = ReActTemplate(tokenizer, **TEMPLATE_SETTINGS)
     out = []
     for pieces in episodes:
         ids: list[int] = []
@@ -105,74 +145,23 @@ def collate(data, idx: list[int], pad_id: int) -> dict[str, torch.Tensor]:
     return {"input_ids": ids, "attention_mask": attn, "labels": labels}
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    ap.add_argument("--out", type=Path, default=Path("data/embedded"))
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--train-games", type=int, default=96)
-    ap.add_argument("--episodes-per-game", type=int, default=8)
-    ap.add_argument("--epsilon", type=float, default=0.25)
-    ap.add_argument("--vocab-size", type=int, default=1024)
-    ap.add_argument("--hidden", type=int, default=192)
-    ap.add_argument("--layers", type=int, default=4)
-    ap.add_argument("--max-len", type=int, default=1536)
-    ap.add_argument("--tokens-per-batch", type=int, default=12288)
-    ap.add_argument("--lr", type=float, default=2e-3)
-    ap.add_argument("--minutes", type=float, default=35.0)
-    args = ap.parse_args()
-    torch.manual_seed(args.seed)
+def save_model(model, tokenizer, folder: Path) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    model.to(torch.float16).save_pretrained(folder, safe_serialization=True)
+    model.to(torch.float32)
+    tokenizer.save_pretrained(folder)
+    (folder / "template.json").write_text(json.dumps(TEMPLATE_SETTINGS, indent=2) + "\n")
+
+
+def train(model, data, tokenizer, args, out: Path) -> tuple[list[Path], dict]:
+    """Fixed-step AdamW with warmup and cosine decay; checkpoints at ``--checkpoints``."""
     rng = random.Random(args.seed)
-    t0 = time.time()
-
-    from treegym.envs.textworld_games import make_game
-
-    games = [str(make_game(game_spec(s))) for s in TRAIN_SEEDS[: args.train_games]]
-    print(f"{len(games)} games made in {time.time() - t0:.0f}s", flush=True)
-    episodes, wins = collect(games, args.episodes_per_game, args.epsilon, args.seed)
-    print(f"{len(episodes)} episodes collected ({time.time() - t0:.0f}s)", flush=True)
-    tokenizer = train_react_tokenizer([t for ep in episodes for t, _ in ep], args.vocab_size)
-    data = encode(episodes, tokenizer, args.max_len)
-    lengths = sorted(len(ids) for ids, _ in data)
-    print(
-        f"{len(data)}/{len(episodes)} episodes <= {args.max_len} tokens; "
-        f"median {lengths[len(lengths) // 2]}, "
-        f"max {lengths[-1]}; vocab {len(tokenizer)}",
-        flush=True,
-    )
-
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=args.hidden,
-        intermediate_size=args.hidden * 8 // 3 // 32 * 32,
-        num_hidden_layers=args.layers,
-        num_attention_heads=args.hidden // 32,
-        num_key_value_heads=args.hidden // 32,
-        max_position_embeddings=2048,
-        tie_word_embeddings=True,
-        pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        bos_token_id=None,
-    )
-    model = LlamaForCausalLM(config)
-    n_params = sum(p.numel() for p in model.parameters())
-    print(f"model: {n_params / 1e6:.2f}M parameters", flush=True)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01, betas=(0.9, 0.95))
-    budget_s = args.minutes * 60
-    warmup = 50
-    t_train = time.time()
-    step, seen_tokens, losses = 0, 0, []
-    for idx in batches(data, args.tokens_per_batch, rng):
-        elapsed = time.time() - t_train
-        if elapsed > budget_s:
-            break
-        frac = elapsed / budget_s
-        lr = (
-            args.lr
-            * min(1.0, (step + 1) / warmup)
-            * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
-        )
+    marks = {round(args.steps * float(f)) for f in args.checkpoints.split(",")}
+    saved, losses, seen, t0 = [], [], 0, time.time()
+    for step, idx in enumerate(batches(data, args.tokens_per_batch, rng), start=1):
+        frac = (step - 1) / args.steps
+        lr = args.lr * min(1.0, step / 50) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
         for g in opt.param_groups:
             g["lr"] = lr
         batch = collate(data, idx, tokenizer.pad_token_id)
@@ -181,38 +170,134 @@ def main() -> None:
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
-        seen_tokens += int(batch["attention_mask"].sum())
+        seen += int(batch["attention_mask"].sum())
         losses.append(float(loss))
-        step += 1
         if step % 25 == 0:
-            rate = seen_tokens / (time.time() - t_train)
-            print(
-                f"step {step} loss {sum(losses[-25:]) / 25:.3f} lr {lr:.2e} {rate:.0f} tok/s "
-                f"{elapsed / 60:.1f} min",
-                flush=True,
-            )
-    args.out.mkdir(parents=True, exist_ok=True)
-    model.to(torch.float16).save_pretrained(args.out, safe_serialization=True)
-    tokenizer.save_pretrained(args.out)
+            rate = seen / (time.time() - t0)
+            print(f"step {step}/{args.steps} loss {sum(losses[-25:]) / 25:.3f} lr {lr:.2e} "
+                  f"{rate:.0f} tok/s {(time.time() - t0) / 60:.1f} min", flush=True)  # fmt: skip
+        if step in marks:
+            saved.append(out / "checkpoints" / f"step-{step}")
+            save_model(model, tokenizer, saved[-1])
+        if step >= args.steps:
+            break
+    return saved, {
+        "steps": args.steps,
+        "tokens_seen": seen,
+        "train_tokens_per_s": round(seen / (time.time() - t0)),
+        "final_loss": round(sum(losses[-25:]) / max(1, len(losses[-25:])), 4),
+        "train_minutes": round((time.time() - t0) / 60, 1),
+    }
+
+
+async def validate(folder: Path, n_tasks: int, episodes: int, seed: int) -> dict:
+    """Contrast of a checkpoint on validation tasks of both envs (T=1)."""
+    from treegym.harness.evaluate import evaluate_mix
+    from treegym.policies.hf import HFPolicy
+
+    policy = HFPolicy(folder, seed=seed)
+    template = ReActTemplate(policy.tokenizer, **TEMPLATE_SETTINGS)
+    out = {}
+    for env in ENVS:
+        report = await evaluate_mix(policy, template, env, VALID_SEEDS[:n_tasks],
+                                    episodes=episodes, seed=seed)  # fmt: skip
+        out[env] = report.summary()
+    await policy.aclose()
+    return out
+
+
+def contrast_score(summary: dict) -> float:
+    """Mean mixed-task share over the envs; a checkpoint with > 3% malformed turns scores 0."""
+    if any(s["malformed_turn_rate"] > 0.03 for s in summary.values()):
+        return 0.0
+    return sum(s["mixed_task_share"] for s in summary.values()) / len(summary)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    ap.add_argument("--out", type=Path, default=Path("data/embedded"))
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--textworld-tasks", type=int, default=240)
+    ap.add_argument("--alfworld-tasks", type=int, default=240)
+    ap.add_argument("--episodes-per-task", type=int, default=6)
+    ap.add_argument("--epsilon", type=float, default=0.25)
+    ap.add_argument("--vocab-size", type=int, default=2048)
+    ap.add_argument("--hidden", type=int, default=256)
+    ap.add_argument("--layers", type=int, default=4)
+    ap.add_argument("--max-len", type=int, default=2048)
+    ap.add_argument("--tokens-per-batch", type=int, default=16384)
+    ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--steps", type=int, default=600)
+    ap.add_argument("--checkpoints", default="0.33,0.5,0.67,0.83,1.0",
+                    help="fractions of --steps at which to save a checkpoint")  # fmt: skip
+    ap.add_argument("--valid-tasks", type=int, default=24, help="validation tasks per env")
+    ap.add_argument("--valid-episodes", type=int, default=6)
+    ap.add_argument("--workers", type=int, default=2)
+    args = ap.parse_args()
+    torch.manual_seed(args.seed)
+    t0 = time.time()
+    work = args.out.with_name(args.out.name + ".work")
+    tasks = [("textworld", s) for s in TRAIN_SEEDS[: args.textworld_tasks]]
+    tasks += [("alfworld", s) for s in TRAIN_SEEDS[: args.alfworld_tasks]]
+    episodes, wins = collect(tasks, args.episodes_per_task, args.epsilon, args.seed, args.workers)
+    print(f"{len(episodes)} episodes of {len(tasks)} tasks ({time.time() - t0:.0f}s)", flush=True)
+    tokenizer = train_react_tokenizer([t for ep in episodes for t, _ in ep], args.vocab_size)
+    data = encode(episodes, tokenizer, args.max_len)
+    lengths = sorted(len(ids) for ids, _ in data)
+    print(f"{len(data)}/{len(episodes)} episodes <= {args.max_len} tokens; median "
+          f"{lengths[len(lengths) // 2]}, max {lengths[-1]}; vocab {len(tokenizer)}",
+          flush=True)  # fmt: skip
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=args.hidden,
+        intermediate_size=args.hidden * 8 // 3 // 32 * 32,
+        num_hidden_layers=args.layers,
+        num_attention_heads=args.hidden // 32,
+        num_key_value_heads=args.hidden // 32,
+        max_position_embeddings=args.max_len,
+        tie_word_embeddings=True,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        bos_token_id=None,
+    )
+    model = LlamaForCausalLM(config)
+    n_params = sum(p.numel() for p in model.parameters())
+    print(f"model: {n_params / 1e6:.2f}M parameters", flush=True)
+    checkpoints, record = train(model, data, tokenizer, args, work)
+    validation = {}
+    for ckpt in checkpoints:
+        validation[ckpt.name] = asyncio.run(
+            validate(ckpt, args.valid_tasks, args.valid_episodes, args.seed)
+        )
+        print(f"{ckpt.name}: {json.dumps(validation[ckpt.name])}", flush=True)
+    best = max(checkpoints, key=lambda c: (contrast_score(validation[c.name]), c.name))
+    if args.out.exists():
+        shutil.rmtree(args.out)
+    shutil.copytree(best, args.out)
     record = {
         "seed": args.seed,
-        "task_family": "tw-cooking:recipe=1,take=1,go∈{1,6},open∈{true,false}",
-        "train_game_seeds": [0, args.train_games],
-        "eval_game_seeds_from": EVAL_SEEDS.start,
+        "task_mix": "treegym.policies.embedded.embedded_task (textworld + alfworld)",
+        "train_seeds": {
+            "textworld": [0, args.textworld_tasks],
+            "alfworld": [0, args.alfworld_tasks],
+        },
+        "valid_seeds_from": VALID_SEEDS.start,
+        "template": TEMPLATE_SETTINGS,
+        "max_episode_steps": MAX_EPISODE_STEPS,
         "episodes": len(episodes),
         "episodes_used": len(data),
         "expert_wins_in_data": wins,
         "epsilon": args.epsilon,
         "parameters": n_params,
-        "steps": step,
-        "tokens_seen": seen_tokens,
-        "train_tokens_per_s": round(seen_tokens / (time.time() - t_train)),
-        "final_loss": round(sum(losses[-25:]) / max(1, len(losses[-25:])), 4),
+        **record,
+        "checkpoint": best.name,
+        "validation": validation,
         "minutes": round((time.time() - t0) / 60, 1),
         "args": {k: str(v) for k, v in vars(args).items()},
     }
     (args.out / "training.json").write_text(json.dumps(record, indent=2) + "\n")
-    print(json.dumps(record, indent=2))
+    print(json.dumps({k: v for k, v in record.items() if k != "validation"}, indent=2))
 
 
 if __name__ == "__main__":

@@ -11,7 +11,8 @@ import pytest
 from typer.testing import CliRunner
 
 from treegym.cli import app
-from treegym.config import CollectConfig, resolve_config, task_list
+from treegym.config import CollectConfig, ConfigError, resolve_config, task_list
+from treegym.envs.alfworld_files import TASK_TYPES
 from treegym.harness import collect as collect_mod
 from treegym.harness import load_run
 
@@ -203,8 +204,17 @@ def test_default_config_is_the_embedded_family_with_published_tree_grpo():
     assert ident["sampler"] == "tree_grpo" and ident["policy"] == "embedded"
     assert ident["sampler_params"] == {"m": 2, "n": 2, "l": 1, "k": 3}
     tasks = task_list(cfg)
-    assert [t[0] for t in tasks] == [f"cooking-{s}" for s in range(10_000, 10_004)]
+    assert [t[2] for t in tasks] == list(range(10_000, 10_004))  # held-out seeds
+    families = ["tw-coin_collector", "tw-treasure_hunter", "tw-cooking", "tw-coin_collector"]
+    assert [t[0] for t in tasks] == [
+        f"{f}-{s}" for f, s in zip(families, range(10_000, 10_004), strict=True)
+    ]
     assert cfg.out_path().parent == Path("runs")
+    alf, _ = resolve_config(None, {"env": "treegym/ALFWorld-v0", "n_tasks": 6})
+    assert {t[1].split(":")[0] for t in task_list(alf)} == set(TASK_TYPES)
+    toy, _ = resolve_config(None, {"env": "treegym/ToyRooms-v0", "tasks": "embedded"})
+    with pytest.raises(ConfigError, match="--tasks embedded has no task mix for treegym/ToyRooms"):
+        task_list(toy)
 
 
 def test_tasks_from_a_folder_of_games(tmp_path, cooking_game):
@@ -236,7 +246,7 @@ def test_default_collect_with_the_embedded_model_one_task(tmp_path, monkeypatch)
     res = collect("--n-tasks", "1", "--name", "smoke")
     assert res.exit_code == 0, res.stdout + res.stderr
     run = load_run(tmp_path / "runs" / "smoke")
-    assert run.task_ids == ["cooking-10000"] and len(run.samples) == 6
+    assert run.task_ids == ["tw-coin_collector-10000"] and len(run.samples) == 6
     assert run.manifest["policy"]["policy"] == "hf"
     assert "prefix-cache hit rate" in res.stdout
     assert run.budget.cached_tokens > 0  # HFPolicy's prefix cache served the trunk

@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from tests.policy_fixtures import tiny_model  # noqa: F401 - fixture
+from tests.policy_fixtures import tiny_model, toy_texts  # noqa: F401 - fixture
 from treegym.envs.toy import ToyRoomsEnv
 from treegym.harness.episode import play_episode
 from treegym.policies import (
@@ -20,6 +20,7 @@ from treegym.policies import (
     parse_action,
     tidy_observation,
 )
+from treegym.policies.tokenizer import train_react_tokenizer
 
 
 @pytest.mark.parametrize(
@@ -156,3 +157,16 @@ def test_context_guard_ends_the_episode_as_truncated_by_context(tiny_model):  # 
     )
     assert ep.end == "context"
     assert len(ep.transcript.ids) + 48 > prompt_len + 200 >= len(ep.transcript.ids)
+
+
+def test_a_model_folder_carries_the_template_it_was_trained_with(tmp_path):
+    from treegym.policies.react import TEMPLATE_FILE
+
+    tok = train_react_tokenizer(toy_texts(3), vocab_size=300)
+    assert ReActTemplate.for_model(tok, tmp_path).show_admissible  # no file: the defaults
+    (tmp_path / TEMPLATE_FILE).write_text('{"show_admissible": false}')
+    template = ReActTemplate.for_model(tok, tmp_path)
+    assert "Admissible" not in template.prompt_text("You are in a hall.", ["go east"])
+    (tmp_path / TEMPLATE_FILE).write_text('{"show_admisible": false}')
+    with pytest.raises(ValueError, match=r"unknown template settings \['show_admisible'\]"):
+        ReActTemplate.for_model(tok, tmp_path)

@@ -9,9 +9,10 @@ rest), so ``treegym collect --config RUN`` repeats a run.
 
 Task sources (``tasks``):
 
-* ``embedded`` — the embedded model's task family (one-ingredient tw-cooking games of varied
-  layout, :func:`embedded_game_spec`) on held-out seeds (``EMBEDDED_EVAL_SEED`` + ``task_seed``
-  …): what the default model can play but never saw.
+* ``embedded`` — the embedded model's task mix for the env (TextWorld: tw-cooking,
+  tw-coin_collector, tw-treasure_hunter; ALFWorld: the six task types;
+  :func:`~treegym.envs.embedded_mix.embedded_task`) on held-out seeds (``EMBEDDED_EVAL_SEED`` +
+  ``task_seed`` …): what the default model can play but never saw.
 * a pattern with ``{seed}`` — e.g. ``tw-cooking:recipe=2,seed={seed}``, ``toy-{seed}``,
   ``pick_and_place_simple:seed={seed}``; seeds ``task_seed`` … ``task_seed + n_tasks − 1``.
 * a folder — every game in it (``*.z8``, ``*.ulx``, or ALFWorld ``game.tw-pddl`` folders),
@@ -30,7 +31,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from treegym.policies.embedded import EVAL_SEEDS, embedded_game_spec
+from treegym.envs.embedded_mix import ENVS, EVAL_SEEDS, embedded_task, env_of
 
 EMBEDDED_EVAL_SEED = EVAL_SEEDS.start
 """First held-out seed of the embedded model's family (``scripts/train_embedded_model.py``
@@ -54,7 +55,7 @@ GATE_DEFAULTS: dict[str, dict[str, Any]] = {
 ENV_DEFAULT_TASKS = {
     "treegym/TextWorld-v0": "embedded",
     "treegym/ToyRooms-v0": "toy-{seed}",
-    "treegym/ALFWorld-v0": "pick_and_place_simple:seed={seed}",
+    "treegym/ALFWorld-v0": "embedded",
 }
 
 POLICY_FORMS = "embedded, hf:PATH, sglang:URL[,URL...], scripted:expert[:EPSILON], scripted:random"
@@ -452,7 +453,7 @@ def build_policy(cfg: CollectConfig) -> tuple[Any, Any]:
             policy: Any = HFPolicy(path, seed=cfg.seed)
         except (PolicyError, OSError, ValueError) as exc:
             raise ConfigError(f"cannot load the model in {path}: {exc}") from None
-        return policy, ReActTemplate(policy.tokenizer)
+        return policy, ReActTemplate.for_model(policy.tokenizer, path)
     from transformers import AutoTokenizer
 
     tok_path = Path(cfg.tokenizer).expanduser() if cfg.tokenizer else embedded_model_path()
@@ -460,7 +461,7 @@ def build_policy(cfg: CollectConfig) -> tuple[Any, Any]:
         tokenizer = AutoTokenizer.from_pretrained(str(tok_path))
     except (OSError, ValueError) as exc:
         raise ConfigError(f"cannot load a tokenizer from {tok_path}: {exc}") from None
-    template = ReActTemplate(tokenizer)
+    template = ReActTemplate.for_model(tokenizer, tok_path)
     if spec.kind == "sglang":
         from treegym.policies.sglang import SGLangPolicy
 
@@ -474,9 +475,15 @@ def task_list(cfg: CollectConfig) -> list[tuple[str, Any, int]]:
     source = cfg.task_source
     n = cfg.n_tasks
     if source == "embedded":
+        mix = env_of(cfg.env)
+        if mix is None:
+            raise ConfigError(
+                f"--tasks embedded has no task mix for {cfg.env}; it has one for "
+                f"{', '.join(ENVS.values())}"
+            )
         first = EMBEDDED_EVAL_SEED + cfg.task_seed
-        seeds = range(first, first + (n or DEFAULT_N_TASKS))
-        return [(f"cooking-{s}", embedded_game_spec(s), s) for s in seeds]
+        tasks = [embedded_task(mix, s) for s in range(first, first + (n or DEFAULT_N_TASKS))]
+        return [(t.task_id, t.spec, t.seed) for t in tasks]
     if "{seed}" in source:
         out = []
         for s in range(cfg.task_seed, cfg.task_seed + (n or DEFAULT_N_TASKS)):
@@ -508,20 +515,27 @@ def task_list(cfg: CollectConfig) -> list[tuple[str, Any, int]]:
 def prepare_tasks(
     cfg: CollectConfig, tasks: list[tuple[str, Any, int]], progress: Any = None
 ) -> list[tuple[str, Any, int]]:
-    """Make TextWorld generator specs into game files up front (two at a time), so the
-    collection's progress is not stalled by game generation inside env workers."""
-    if cfg.env != "treegym/TextWorld-v0":
-        return tasks
+    """Make TextWorld generator specs (and the embedded mix's tasks) into game files up front
+    (two at a time), so the collection's progress is not stalled by game generation inside env
+    workers."""
     from concurrent.futures import ThreadPoolExecutor
 
+    from treegym.envs.embedded_mix import made_embedded_task
     from treegym.envs.textworld_games import is_spec, make_game
 
-    todo = [i for i, (_, task, _) in enumerate(tasks) if is_spec(task)]
+    mix = env_of(cfg.env) if cfg.task_source == "embedded" else None
+    if mix is not None:
+        todo = list(range(len(tasks)))
+    elif cfg.env == "treegym/TextWorld-v0":
+        todo = [i for i, (_, task, _) in enumerate(tasks) if is_spec(task)]
+    else:
+        return tasks
     out = list(tasks)
 
     def make(i: int) -> None:
         task_id, task, seed = tasks[i]
-        out[i] = (task_id, str(make_game(task)), seed)
+        path = made_embedded_task(mix, seed)[1] if mix is not None else make_game(task)
+        out[i] = (task_id, str(path), seed)
         if progress is not None:
             progress()
 
