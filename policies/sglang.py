@@ -22,9 +22,10 @@ in flight (then the fewest roots). A URL that fails after its retries is marked 
 trees move to the others (their next request recomputes the trunk there); when every URL is
 down the error names them.
 
-Faults: connection errors, timeouts and 5xx answers are retried with exponential backoff;
-after the last attempt a :class:`PolicyError` names the server and the last failure. A 4xx or
-a body that does not follow the protocol fails at once with the server's message.
+Faults (``policies/http.py``): connection errors, timeouts and 5xx answers are retried with
+exponential backoff; after the last attempt a :class:`PolicyError` names the server and the
+last failure. A 4xx or a body that does not follow the protocol fails at once with the server's
+message.
 """
 
 from __future__ import annotations
@@ -35,23 +36,10 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
 
-import aiohttp
-
+from .http import JSONClient, Refused, Unreachable
 from .protocol import GenerateRequest, GenerateResult, Policy, PolicyError
 
 _FINISH = {"stop": "stop", "length": "length", "abort": "abort"}
-
-
-class _Unreachable(PolicyError):
-    """A URL still failing (connection, timeout, 5xx) after every retry."""
-
-
-class _Refused(PolicyError):
-    """A 4xx answer."""
-
-    def __init__(self, message: str, status: int) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 _MOD = (1 << 61) - 1
@@ -121,8 +109,7 @@ class SGLangPolicy(Policy):
         retries: int = 4,
         backoff_s: float = 0.5,
     ) -> None:
-        if retries < 1:
-            raise ValueError(f"retries must be >= 1, got {retries}")
+        self.http = JSONClient(timeout_s=timeout_s, retries=retries, backoff_s=backoff_s)
         urls = url.split(",") if isinstance(url, str) else list(url)
         self.urls = [u.strip().rstrip("/") for u in urls if u.strip()]
         if not self.urls:
@@ -132,9 +119,6 @@ class SGLangPolicy(Policy):
         self.url = self.urls[0]
         self.routes = StickyRoutes(len(self.urls))
         self._single_only: set[str] = set()
-        self.timeout = aiohttp.ClientTimeout(total=timeout_s)
-        self.retries, self.backoff_s = retries, backoff_s
-        self._session: aiohttp.ClientSession | None = None
 
     def identity(self) -> dict[str, Any]:
         if len(self.urls) > 1:
@@ -142,20 +126,11 @@ class SGLangPolicy(Policy):
         return {"policy": "sglang", "url": self.url}
 
     async def aclose(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
-
-    def _client(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(timeout=self.timeout)
-        return self._session
+        await self.http.close()
 
     async def get_json(self, path: str) -> Any:
-        """GET an info endpoint (``/get_model_info``, ``/get_server_info``, …)."""
-        async with self._client().get(self.url + path) as resp:
-            resp.raise_for_status()
-            return await resp.json(content_type=None)
+        """GET an info endpoint (``/model_info``, ``/server_info``, …) of the first URL."""
+        return await self.http.get_json(self.url + path)
 
     async def generate(self, requests: Sequence[GenerateRequest]) -> list[GenerateResult]:
         if not requests:
@@ -190,7 +165,7 @@ class SGLangPolicy(Policy):
             self.routes.inflight[index] += 1
             try:
                 return await self._generate_at(self.urls[index], batch)
-            except _Unreachable as exc:
+            except Unreachable as exc:
                 self.routes.down.add(index)
                 errors.append(str(exc))
             finally:
@@ -214,7 +189,7 @@ class SGLangPolicy(Policy):
         t0 = time.perf_counter()
         try:
             payload = await self._post("/generate", body, url)
-        except _Refused as exc:
+        except Refused as exc:
             if exc.status != 422:
                 raise
             # sglang-router (0.3) takes one sampling_params object per request: a 422 on a
@@ -254,35 +229,7 @@ class SGLangPolicy(Policy):
         return self._parse(payload, req, time.perf_counter() - t0, url)
 
     async def _post(self, path: str, body: dict[str, Any], url: str | None = None) -> Any:
-        url = url or self.url
-        last = ""
-        for attempt in range(self.retries):
-            if attempt:
-                await asyncio.sleep(self.backoff_s * 2 ** (attempt - 1))
-            try:
-                async with self._client().post(url + path, json=body) as resp:
-                    text = await resp.text()
-                    if resp.status >= 500:
-                        last = f"HTTP {resp.status}: {text[:200]}"
-                        continue
-                    if resp.status >= 400:
-                        raise _Refused(
-                            f"{url}{path} refused the request: HTTP {resp.status}: {text[:300]}",
-                            resp.status,
-                        )
-                    try:
-                        return await resp.json(content_type=None)
-                    except ValueError:
-                        raise PolicyError(
-                            f"{url}{path} answered a body that is not JSON: {text[:120]!r}"
-                        ) from None
-            except (
-                aiohttp.ClientConnectionError,
-                aiohttp.ClientPayloadError,
-                asyncio.TimeoutError,
-            ) as exc:
-                last = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-        raise _Unreachable(f"{url}{path} failed after {self.retries} attempts; last error: {last}")
+        return await self.http.post((url or self.url) + path, body)
 
     def _parse(
         self, item: Any, req: GenerateRequest, elapsed: float, url: str | None = None
