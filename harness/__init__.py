@@ -30,7 +30,9 @@ from .loaders import (
     verl_batches,
 )
 from .runner import PrefixDriftError, Runner, Task, TaskContext, TaskResult
-from .samplers import SAMPLERS, ChainSampler, Sampler, TreeGRPOSampler
+from .sampler_base import Sampler, SamplerContext
+from .sampler_registry import SAMPLERS
+from .samplers import ChainSampler, TreeGRPOSampler
 from .schema import SCHEMA_VERSION
 from .selective import GatedSampler
 from .trace import LogisticPredictor, PredictorError, SuccessPredictor, TraceSampler
@@ -63,6 +65,7 @@ __all__ = [
     "RunWriter",
     "Runner",
     "Sampler",
+    "SamplerContext",
     "SchemaVersionError",
     "StateHandle",
     "SuccessPredictor",

@@ -25,7 +25,7 @@ import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from treegym.policies.protocol import GenerateRequest, GenerateResult, Policy, SamplingParams
 from treegym.policies.react import ReActTemplate
@@ -33,10 +33,8 @@ from treegym.policies.react import ReActTemplate
 from .advantages import ESTIMATORS, Advantages
 from .budget import Budget, task_budget
 from .executor import EnvExecutor, StepOutcome
+from .sampler_base import Sampler
 from .tree import Node, NodeStats, Tree, open_turn
-
-if TYPE_CHECKING:
-    from .samplers import Sampler
 
 
 class PrefixDriftError(AssertionError):
@@ -92,7 +90,8 @@ async def rollout_with(
 
 
 class TaskContext:
-    """What a sampler may do with one task (see the module docstring)."""
+    """What a sampler may do with one task (see the module docstring); implements
+    :class:`~treegym.harness.sampler_base.SamplerContext`."""
 
     def __init__(self, runner: Runner, task: Task, worker: int) -> None:
         self.runner, self.task, self.worker = runner, task, worker
@@ -101,6 +100,14 @@ class TaskContext:
         self.generated_tokens = 0
         self._keys: dict[int, tuple[int, ...]] = {}
         self._branches: dict[int, int] = {}
+
+    @property
+    def task_id(self) -> str:
+        return self.task.task_id
+
+    @property
+    def template(self) -> ReActTemplate:
+        return self.runner.template
 
     # ------------------------------------------------------------------ trees
     async def new_tree(self) -> Tree:

@@ -13,48 +13,21 @@
   published script (``train_*_tree_search.sh``) uses M=2, N=2, L=1, K=3: ``published()``.
   Expansion candidates and sampling with replacement follow ``TreeNode.get_expand_node``.
 
-Samplers work only through :class:`~treegym.harness.runner.TaskContext`; they never touch
-envs. Adaptive samplers (TreePO, TRACE, Selective Rollout) implement the same interface.
+Samplers work only through a :class:`~treegym.harness.sampler_base.SamplerContext`; they never
+touch envs. Adaptive samplers (TreePO, TRACE, Selective Rollout) implement the same interface;
+:mod:`~treegym.harness.sampler_registry` names them all.
 """
 
 from __future__ import annotations
 
-import abc
 import asyncio
 import random
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
+from .sampler_base import Sampler, SamplerContext, trainable
 from .tree import Node, Tree
-
-if TYPE_CHECKING:
-    from .runner import TaskContext
-
-
-def trainable(tree: Tree) -> list[Node]:
-    return [leaf for leaf in tree.leaves() if leaf.ended != "failed"]
-
-
-class Sampler(abc.ABC):
-    """Interface: ``grow`` the task's trees; ``select_leaves`` for training."""
-
-    name: str
-    estimators: tuple[str, ...] = ("grpo", "node_value")
-
-    @abc.abstractmethod
-    async def grow(self, ctx: TaskContext) -> None: ...
-
-    @property
-    @abc.abstractmethod
-    def trajectories_per_task(self) -> int:
-        """Training trajectories per task when nothing stops early (for progress and budgets)."""
-
-    def select_leaves(self, trees: Sequence[Tree], rng: random.Random) -> dict[int, list[Node]]:
-        """Training leaves per tree: every leaf whose branch did not fail (a failed branch's
-        reward is not an outcome of the task, so it must not enter a group's statistics)."""
-        return {t.index: trainable(t) for t in trees}
 
 
 @dataclass
@@ -72,7 +45,7 @@ class ChainSampler(Sampler):
     def trajectories_per_task(self) -> int:
         return self.group_size
 
-    async def grow(self, ctx: TaskContext) -> None:
+    async def grow(self, ctx: SamplerContext) -> None:
         trees = [await ctx.new_tree() for _ in range(self.group_size)]
         await asyncio.gather(*(ctx.rollout(t, t.root) for t in trees))
 
@@ -112,7 +85,7 @@ class TreeGRPOSampler(Sampler):
     def trajectories_per_task(self) -> int:
         return self.m * (self.k if self.k is not None else 1 + self.n * self.l)
 
-    async def grow(self, ctx: TaskContext) -> None:
+    async def grow(self, ctx: SamplerContext) -> None:
         trees = [await ctx.new_tree() for _ in range(self.m)]
         await asyncio.gather(*(ctx.rollout(t, t.root) for t in trees))
         for _ in range(self.l):
@@ -128,7 +101,7 @@ class TreeGRPOSampler(Sampler):
             await asyncio.gather(*jobs)
 
     @staticmethod
-    async def _branch(ctx: TaskContext, tree: Tree, node: Node, count: int) -> None:
+    async def _branch(ctx: SamplerContext, tree: Tree, node: Node, count: int) -> None:
         children = await ctx.expand(tree, node, count)
         await asyncio.gather(*(ctx.rollout(tree, c) for c in children if c.ended is None))
 
@@ -140,15 +113,3 @@ class TreeGRPOSampler(Sampler):
                 leaves if self.k is None or len(leaves) <= self.k else rng.sample(leaves, self.k)
             )
         return out
-
-
-SAMPLERS: dict[str, type[Sampler]] = {"chain": ChainSampler, "tree_grpo": TreeGRPOSampler}
-
-# Adaptive samplers live in their own modules (they import the classes above).
-from .selective import GatedSampler  # noqa: E402
-from .trace import TraceSampler  # noqa: E402
-from .treepo import TreePOSampler  # noqa: E402
-
-SAMPLERS["selective"] = GatedSampler
-SAMPLERS["trace"] = TraceSampler
-SAMPLERS["treepo"] = TreePOSampler

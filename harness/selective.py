@@ -34,14 +34,12 @@ import itertools
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .runner import rollout_with
-from .samplers import ChainSampler, Sampler, TreeGRPOSampler
+from .sampler_base import Sampler, SamplerContext
+from .samplers import ChainSampler, TreeGRPOSampler
 from .tree import Node, Tree
-
-if TYPE_CHECKING:
-    from .runner import TaskContext
 
 END = "<END>"
 """Padding symbol for trajectories that ended before step K (never a real action)."""
@@ -183,7 +181,7 @@ class GatedSampler(Sampler):
     def trajectories_per_task(self) -> int:
         return self.inner.trajectories_per_task
 
-    async def grow(self, ctx: TaskContext) -> None:
+    async def grow(self, ctx: SamplerContext) -> None:
         await self.inner.grow(_GatedContext(ctx, self))  # type: ignore[arg-type]
 
     def select_leaves(self, trees: Sequence[Tree], rng: random.Random) -> dict[int, list[Node]]:
@@ -200,7 +198,7 @@ def is_gated(trees: Sequence[Tree]) -> bool:
 class _GatedContext:
     """A task context whose expansions past depth K wait for the group's gate decision."""
 
-    def __init__(self, ctx: TaskContext, gate: GatedSampler) -> None:
+    def __init__(self, ctx: SamplerContext, gate: GatedSampler) -> None:
         self._ctx, self._gate = ctx, gate
         self._group = gate.group_size
         self._decided = asyncio.Event()

@@ -48,15 +48,12 @@ import heapq
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from .samplers import Sampler
+from .sampler_base import Sampler, SamplerContext
 from .tree import Node, Tree
-
-if TYPE_CHECKING:
-    from .runner import TaskContext
 
 Features = Mapping[str, Any]
 
@@ -339,10 +336,10 @@ class TraceSampler(Sampler):
                            m_min=self.m_min, m_max=self._m_max)  # fmt: skip
         return m[ids.index(task_id)]
 
-    async def grow(self, ctx: TaskContext) -> None:
+    async def grow(self, ctx: SamplerContext) -> None:
         first = await ctx.new_tree()
         v = self.predict(first, first.root)
-        m = self._roots_for(ctx.task.task_id, v)
+        m = self._roots_for(ctx.task_id, v)
         trees = [first] + [await ctx.new_tree() for _ in range(m - 1)]
         await asyncio.gather(*(ctx.rollout(t, t.root) for t in trees))
         # Stage 2: prefixes of the finished rollouts, valued against their observed outcome.
@@ -356,7 +353,7 @@ class TraceSampler(Sampler):
                     if ctx.expandable(node):
                         cands.append((tree, node, r, self.predict(tree, node)))
         ks = allocate_prefixes([(r, p) for _, _, r, p in cands], self.continuations)
-        self.allocations[ctx.task.task_id] = {
+        self.allocations[ctx.task_id] = {
             "v": v, "roots": m,
             "stage2": [(t.index, n.id, r, p, k) for (t, n, r, p), k in zip(cands, ks, strict=True)
                        if k],
@@ -367,7 +364,7 @@ class TraceSampler(Sampler):
             self.observe(ctx.trees)
 
     @staticmethod
-    async def _branch(ctx: TaskContext, tree: Tree, node: Node, k: int) -> None:
+    async def _branch(ctx: SamplerContext, tree: Tree, node: Node, k: int) -> None:
         children = await ctx.expand(tree, node, k)
         await asyncio.gather(*(ctx.rollout(tree, c) for c in children if c.ended is None))
 

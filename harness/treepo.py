@@ -56,11 +56,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from .advantages import subgroup_advantages, treepo
-from .samplers import Sampler
+from .sampler_base import Sampler, SamplerContext
 from .tree import Node, Tree, open_turn
 
 if TYPE_CHECKING:
-    from .runner import TaskContext, TaskResult
+    from .runner import TaskResult
 
 __all__ = [
     "TreePOSampler",
@@ -220,7 +220,7 @@ class TreePOSampler(Sampler):
         return self.max_width
 
     # ------------------------------------------------------------------ growth
-    async def grow(self, ctx: TaskContext) -> None:
+    async def grow(self, ctx: SamplerContext) -> None:
         tree = await ctx.new_tree()
         plan: list[tuple[Node, int]] = [(tree.root, min(self.div, self.max_width))]
         fallbacks = 0
@@ -244,7 +244,7 @@ class TreePOSampler(Sampler):
     def _finished(tree: Tree) -> int:
         return sum(1 for leaf in tree.leaves() if leaf.ended is not None)
 
-    async def _segment(self, ctx: TaskContext, tree: Tree, node: Node, n: int) -> list[Node]:
+    async def _segment(self, ctx: SamplerContext, tree: Tree, node: Node, n: int) -> list[Node]:
         max_tokens = self.segment_len
         if self.max_length is not None:
             left = self.max_length - len(_generated(tree, node))
@@ -258,7 +258,7 @@ class TreePOSampler(Sampler):
             self._early_stop(ctx, tree, child)
         return children
 
-    def _early_stop(self, ctx: TaskContext, tree: Tree, node: Node) -> None:
+    def _early_stop(self, ctx: SamplerContext, tree: Tree, node: Node) -> None:
         if node.ended is not None:  # end of episode (the multi-turn EOS) or a failed branch
             return
         generated = _generated(tree, node)
@@ -266,7 +266,7 @@ class TreePOSampler(Sampler):
             node.ended = "max_length"
         elif node.depth >= self.max_depth:
             node.ended = "max_depth"
-        elif has_repetition(ctx.runner.template.decode(self._scope(node, generated)),
+        elif has_repetition(ctx.template.decode(self._scope(node, generated)),
                             self.repetition_len, self.repetition_count):  # fmt: skip
             node.ended = "repetition"
 
@@ -291,7 +291,7 @@ class TreePOSampler(Sampler):
             counts = logprob_divergence(cum, total, self.temperature)
         return list(zip(active, counts, strict=True))
 
-    def _fallback(self, ctx: TaskContext, tree: Tree, remaining: int) -> list[tuple[Node, int]]:
+    def _fallback(self, ctx: SamplerContext, tree: Tree, remaining: int) -> list[tuple[Node, int]]:
         """Cut finished trajectories back to a random earlier boundary; branch ``div`` ways."""
         leaves = [leaf for leaf in tree.leaves() if leaf.ended is not None]
         ctx.rng.shuffle(leaves)
