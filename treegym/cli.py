@@ -148,7 +148,9 @@ def demo_command(
 )
 def serve_command(
     ctx: typer.Context,
-    engine: Annotated[str, typer.Option(help="'hf' (treegym's server) or 'sglang'.")] = "hf",
+    engine: Annotated[
+        str, typer.Option(help="'hf' (treegym's server), 'sglang' or 'vllm'.")
+    ] = "hf",
     model: Annotated[str, typer.Option(help="Model folder, or 'embedded'.")] = "embedded",
     host: Annotated[
         str, typer.Option(help="Address to bind (loopback unless told).")
@@ -156,7 +158,8 @@ def serve_command(
     port: Annotated[int, typer.Option(help="TCP port.")] = 30000,
     cache_mb: Annotated[int, typer.Option(help="hf: prefix KV cache budget (0 disables).")] = 256,
 ) -> None:
-    """Serve a model over SGLang's native /generate protocol (extra args go to SGLang)."""
+    """Serve a model: treegym's engine or SGLang over SGLang's native /generate, or vLLM over
+    its OpenAI API (extra args go to SGLang or vLLM)."""
     from treegym.policies import PolicyError
     from treegym.policies.embedded import embedded_model_path
 
@@ -180,8 +183,11 @@ def serve_command(
         except PolicyError as exc:
             _fail(str(exc))
         return
+    if engine == "vllm":
+        _serve_vllm(path, host, port, ctx.args)
+        return
     if engine != "hf":
-        _fail(f"unknown engine {engine!r}; choose 'hf' or 'sglang'")
+        _fail(f"unknown engine {engine!r}; choose 'hf', 'sglang' or 'vllm'")
     if ctx.args:
         _fail(f"unexpected arguments for the hf engine: {' '.join(ctx.args)}")
     from aiohttp import web
@@ -195,6 +201,24 @@ def serve_command(
         _fail(str(exc))
     console.print(f"treegym hf server: {path} at http://{host}:{port}")
     web.run_app(make_app(policy), host=host, port=port, print=None)
+
+
+def _serve_vllm(path: str, host: str, port: int, extra: list[str]) -> None:
+    """vLLM's own server from its own virtualenv; SIGTERM stops it too."""
+    import signal
+
+    from treegym.policies import PolicyError
+    from treegym.policies.launcher import launched, vllm_command, vllm_env, vllm_python
+
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    url = f"http://{host}:{port}"
+    try:
+        command = vllm_command(vllm_python(), path, host, port, extra)
+        with launched(command, url, env=vllm_env()) as proc:
+            console.print(f"vLLM serving {path} at {url} (Ctrl-C stops it)")
+            proc.wait()
+    except PolicyError as exc:
+        _fail(str(exc))
 
 
 # ---------------------------------------------------------------------- collect

@@ -58,7 +58,9 @@ ENV_DEFAULT_TASKS = {
     "treegym/ALFWorld-v0": "embedded",
 }
 
-POLICY_FORMS = "embedded, hf:PATH, sglang:URL[,URL...], scripted:expert[:EPSILON], scripted:random"
+POLICY_FORMS = (
+    "embedded, hf:PATH, sglang:URL[,URL...], vllm:URL, scripted:expert[:EPSILON], scripted:random"
+)
 EXECUTORS = ("process", "ray")
 GAME_FILES = ("*.z8", "*.ulx", "game.tw-pddl")
 
@@ -406,7 +408,7 @@ def build_executor(cfg: CollectConfig) -> Any:
 # ---------------------------------------------------------------------- policies
 @dataclass(frozen=True)
 class PolicySpec:
-    kind: str  # embedded | hf | sglang | scripted
+    kind: str  # embedded | hf | sglang | vllm | scripted
     target: str = ""  # model path, URL, or scripted mode
     epsilon: float = 0.2
 
@@ -415,7 +417,7 @@ def parse_policy(spec: str) -> PolicySpec:
     kind, _, rest = spec.partition(":")
     if kind == "embedded" and not rest:
         return PolicySpec("embedded")
-    if kind in ("hf", "sglang") and rest:
+    if kind in ("hf", "sglang", "vllm") and rest:
         return PolicySpec(kind, rest)
     if kind == "scripted" and rest:
         mode, _, eps = rest.partition(":")
@@ -466,6 +468,10 @@ def build_policy(cfg: CollectConfig) -> tuple[Any, Any]:
         from treegym.policies.sglang import SGLangPolicy
 
         return SGLangPolicy(spec.target), template
+    if spec.kind == "vllm":
+        from treegym.policies.vllm import VLLMPolicy
+
+        return VLLMPolicy(spec.target), template
     return ScriptedPolicy(template, spec.target, epsilon=spec.epsilon, seed=cfg.seed), template
 
 
