@@ -14,6 +14,16 @@ Paper: "Selective Rollout" (arXiv 2605.05802); reference code zhiyuanZhai20/sele
   the reference's ``termination_fraction``: the trajectory ended in its first K − 1 steps.
 * Operating points: G=8, K=10, d_L=0.12 (:meth:`GatedSampler.g8`) and G=16, K=15, d_L=0.09
   (:meth:`GatedSampler.g16`); thresholds depend on G.
+* Groups whose every chain ended before step K (``ended_before_k``): the reference scripts
+  disagree. ``17_grpo_static.py`` (``gate_fires``) applies the rule to the END-padded prefixes
+  (so a group of identical short chains, or any such group under the OR-rule, is gated);
+  ``11_grpo_train.py`` evaluates the gate inside its step loop, which ends when every
+  trajectory is done, so such a group is never evaluated and trains; ``19_grpo_onpolicy.py``
+  evaluates only when trajectory 0 has at least K steps, so it too keeps such groups (and, by
+  the same test, any group whose first trajectory alone ended early — an order-dependent rule
+  treegym does not reproduce). ``"evaluate"`` (the default) is the static script's behaviour,
+  ``"pass"`` the training scripts': the record then says the gate was not evaluated (d_K is
+  still computed, for auditing).
 
 How it composes with a sampler (``chain`` or ``tree_grpo``): :class:`GatedSampler` wraps the
 inner sampler and hands it a proxy of the task context. The group at the checkpoint is the
@@ -87,6 +97,10 @@ class GateDecision:
                 "finished_fraction": self.finished_fraction, "k": k, "d_l": d_l}  # fmt: skip
 
 
+ENDED_BEFORE_K = ("evaluate", "pass")
+"""What the gate does with a group whose every chain ended before step K (module docstring)."""
+
+
 def decide(
     actions: Sequence[Sequence[str]],
     finished_early: Sequence[bool],
@@ -139,6 +153,10 @@ class GatedSampler(Sampler):
     d_l: float = 0.12
     or_finished: bool = False
     finished_threshold: float = 0.9
+    ended_before_k: str = "evaluate"
+    """A group whose every chain ended before step K: ``evaluate`` the rule on the padded
+    prefixes (``17_grpo_static.py``) or let it ``pass`` ungated (``11_grpo_train.py``,
+    ``19_grpo_onpolicy.py``); see the module docstring."""
     horizon: int | None = None
     """The env's step limit, if known: K beyond it could never be reached (an error)."""
     name: str = "selective"
@@ -159,6 +177,11 @@ class GatedSampler(Sampler):
         if not 0.0 < self.finished_threshold <= 1.0:
             raise ValueError(
                 f"selective finished_threshold must be in (0, 1], got {self.finished_threshold}"
+            )
+        if self.ended_before_k not in ENDED_BEFORE_K:
+            raise ValueError(
+                f"selective ended_before_k must be one of {', '.join(ENDED_BEFORE_K)}, "
+                f"got {self.ended_before_k!r}"
             )
         if not self.estimators:
             self.estimators = tuple(self.inner.estimators)
@@ -240,6 +263,11 @@ class _GatedContext:
         early = [e or not c for e, c in zip(early, chains, strict=True)]  # no turn at all
         self.decision = decide(actions, early, k=k, d_l=g.d_l, or_finished=g.or_finished,
                                finished_threshold=g.finished_threshold)  # fmt: skip
+        if all(early) and g.ended_before_k == "pass":
+            self.decision = GateDecision(
+                False, self.decision.d_k, 1.0,
+                f"not evaluated: every chain ended before step K={k} (ended_before_k='pass')",
+            )  # fmt: skip
         record = self.decision.record(k, g.d_l)
         for tree in self._ctx.trees:
             tree.root.info = {**tree.root.info, INFO_KEY: record}

@@ -29,6 +29,7 @@ from treegym.harness.selective import (
     padded_prefix,
 )
 from treegym.policies import ReActTemplate, ScriptedPolicy
+from treegym.report import summarize
 
 
 # ---------------------------------------------------------------- arithmetic
@@ -72,6 +73,7 @@ def test_decide_threshold_and_or_rule():
         ({"k": 31, "horizon": 30}, "larger than the horizon 30"),
         ({"inner": ChainSampler(1)}, "at least 2"),
         ({"finished_threshold": 0.0}, "finished_threshold"),
+        ({"ended_before_k": "skip"}, "ended_before_k must be one of evaluate, pass"),
     ],
 )
 def test_bad_parameters(kw, message):
@@ -157,3 +159,46 @@ def test_gated_groups_never_reach_samples_parquet(template, tmp_path):
     gated_nodes = nodes[nodes.task_id == "toy-0"]
     assert len(gated_nodes) == 4 * 3 and not gated_nodes.training.any()  # kept, not trained
     assert (gated_nodes[gated_nodes.depth == 2].ended == "gated").all()
+
+
+# ---------------------------------------------------------------- groups that end before K
+def _expert(template):
+    return ScriptedPolicy(template, "expert", epsilon=0.0, seed=1)  # ToyRooms: won in 4-6 steps
+
+
+def test_groups_whose_chains_all_end_before_k_are_evaluated_by_default(template):
+    # 17_grpo_static.py's gate_fires: the rule is applied to the END-padded prefixes.
+    sampler = GatedSampler(ChainSampler(4), k=30, d_l=0.12)
+    assert sampler.ended_before_k == "evaluate"
+    _, results = _run(template, sampler, _expert(template))
+    for res in results:
+        record = res.trees[0].root.info[INFO_KEY]
+        assert record["gated"] and record["d_k"] == 0.0 and record["finished_fraction"] == 1.0
+        # the gate stopped nothing that was running: no leaf ends "gated"
+        assert {leaf.ended for t in res.trees for leaf in t.leaves()} == {"terminated"}
+        assert not any(res.training.values())
+
+
+def test_ended_before_k_pass_keeps_such_groups_like_the_training_scripts(template):
+    # 11_grpo_train.py never reaches step K then; 19_grpo_onpolicy.py skips the gate too.
+    sampler = GatedSampler(ChainSampler(4), k=30, d_l=0.12, ended_before_k="pass")
+    _, results = _run(template, sampler, _expert(template))
+    for res in results:
+        record = res.trees[0].root.info[INFO_KEY]
+        assert not record["gated"] and "every chain ended before step K=30" in record["reason"]
+        assert record["d_k"] == 0.0  # still recorded, for auditing
+        assert sum(map(len, res.training.values())) == 4
+    # a group that does reach step K is gated as usual
+    reached = GatedSampler(ChainSampler(4), k=2, d_l=0.12, ended_before_k="pass")
+    _, results = _run(template, reached, _expert(template))
+    assert all(res.trees[0].root.info[INFO_KEY]["gated"] for res in results)
+
+
+def test_summary_counts_gated_groups_from_the_roots_decisions(template, tmp_path):
+    # Every chain ended before K, so the gate's decision left no leaf ended "gated".
+    sampler = GatedSampler(ChainSampler(4), k=30, d_l=0.12)
+    _, gated = _run(template, sampler, _expert(template), TASKS[:2])
+    _, passed = _run(template, sampler, ScriptedPolicy(template, "random", seed=5), TASKS[2:])
+    with RunWriter(tmp_path / "run", sampler=sampler, tokenizer=template.tokenizer) as w:
+        w.write_all(gated + passed)
+    assert summarize(load_run(tmp_path / "run")).figures["gated groups"] == 2

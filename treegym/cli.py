@@ -401,7 +401,8 @@ def collect_command(
             "--gate-param",
             "-g",
             help="Gate parameter key=value (repeatable): selective k (default 10), d_l "
-            "(default 0.12), or_finished.",
+            "(default 0.12), or_finished, ended_before_k (evaluate or pass: a group whose "
+            "every chain ended before step K; default evaluate).",
         ),
     ] = [],  # noqa: B006 - typer needs a literal default
     policy: Annotated[

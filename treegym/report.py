@@ -28,6 +28,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from treegym.harness.loaders import Run
+from treegym.harness.selective import INFO_KEY as GATE_KEY
 from treegym.policies.react import tidy_observation
 
 OBS_CHARS = 4000
@@ -70,6 +71,14 @@ def _trunk_nodes(rows: list[dict[str, Any]]) -> set[tuple[str, int, int]]:
                 node = first[(task, tree, node)]
                 trunk.add((task, tree, node))
     return trunk
+
+
+def gated_groups(rows: list[dict[str, Any]]) -> int:
+    """Tasks whose group the Selective Rollout gate stopped, from the decision recorded on
+    the roots (a group gated after all its chains had ended has no leaf ended ``gated``)."""
+    return len({r["task_id"] for r in rows
+                if r["parent_id"] is None
+                and json.loads(r["info"] or "{}").get(GATE_KEY, {}).get("gated")})  # fmt: skip
 
 
 def summarize(run: Run, label: str | None = None) -> Summary:
@@ -155,8 +164,8 @@ def summarize(run: Run, label: str | None = None) -> Summary:
         "setup time": (m.get("collect") or {}).get("setup_s"),
         "policy seconds": b.policy_s,
     }
-    if sampler.get("name") == "selective":  # groups the Selective Rollout gate stopped
-        figures["gated groups"] = len({r["task_id"] for r in rows if r["ended"] == "gated"})
+    if sampler.get("name") == "selective":
+        figures["gated groups"] = gated_groups(rows)
     return Summary(
         label or run.path.name, run.path, figures, rewards, tokens_per_leaf, advantages,
         adv_col, trunk_tokens, branch_tokens,
