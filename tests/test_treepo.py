@@ -33,7 +33,7 @@ from treegym.harness.treepo import (
     logprob_divergence,
     whiten,
 )
-from treegym.policies import HFPolicy, ReActTemplate
+from treegym.policies import HFPolicy, ReActTemplate, ScriptedPolicy
 from treegym.policies.protocol import GenerateResult, Policy, SamplingParams
 from treegym.policies.react import ASSISTANT, parse_action
 
@@ -229,6 +229,48 @@ def test_segment_boundaries_inside_a_turn_do_not_step_the_env(template):
                 assert len(starts) == 1
     assert partial > turns > 0
     assert env_steps == turns  # one env step per finished turn, none per inner boundary
+
+
+def _whole_turns(tree: Tree, template: ReActTemplate):
+    """``(start node, text, logprobs)`` of every finished turn: its partial segments and its
+    last one, read together."""
+    for node in tree.nodes[1:]:
+        if not node.partial and node.ended != "failed":
+            start, ids, lps = open_turn(node.parent)
+            yield start, template.decode(ids + node.generated_ids), lps + node.logprobs
+
+
+def test_scripted_policy_continues_turns_cut_by_short_segments(template):
+    # 4-token segments cut every turn (~15 ids): each continuation must finish the turn it
+    # continues, so the noiseless expert wins every leaf, and no turn restarts its text.
+    policy = ScriptedPolicy(template, "expert", epsilon=0.0, seed=0)
+    sampler = TreePOSampler(segment_len=4, max_depth=80, max_width=4, div=2)
+    results, _ = _run(policy, template, sampler, max_steps=10)
+    for res in results:
+        assert res.error is None
+        tree = res.trees[0]
+        _check_paths(tree, template)
+        assert any(n.partial for n in tree.nodes)
+        leaves = tree.leaves()
+        assert len(leaves) >= sampler.max_width
+        assert all(leaf.ended == "terminated" and leaf.info["won"] for leaf in leaves)
+        for _, text, _ in _whole_turns(tree, template):
+            assert text.count("Thought:") == 1 and text.endswith("<|end|>"), text
+
+
+def test_scripted_segment_logprobs_add_up_to_the_turns_probability(template):
+    # Each segment carries log P(segment | the turn so far): summed over a turn's segments,
+    # the probability the scripted policy gives the turn's action.
+    policy = ScriptedPolicy(template, "expert", epsilon=0.5, seed=0)
+    sampler = TreePOSampler(segment_len=3, max_depth=80, max_width=6, div=2)
+    results, _ = _run(policy, template, sampler)
+    turns = 0
+    for res in results:
+        for start, text, lps in _whole_turns(res.trees[0], template):
+            action, _ = parse_action(text)
+            assert math.isclose(sum(lps), math.log(policy.probability(start.info, action)))
+            turns += 1
+    assert turns > 0
 
 
 def test_boundaries_at_turn_ends_fork_the_env(template):
