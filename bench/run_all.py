@@ -31,6 +31,7 @@ MODULES = {
     "overhead": "harness_overhead",  # table 4
     "export": "export_speed",  # table 5
     "engine": "engine_prefix_cache",  # table 6
+    "engine_speed": "engine_speed",  # tables 7 and 8
 }
 """Suite parts, in BENCHMARKS.md order: ``--only`` name -> bench module."""
 

@@ -283,7 +283,8 @@ class BatchEngine:
         for s, token, lp in zip(rows, picked, logps, strict=True):
             s.output.append(token)
             s.logprobs.append(lp)
-            stop = token in s.req.sampling.stop_token_ids or token == self.eos_token_id
+            sp = s.req.sampling
+            stop = token in sp.stop_token_ids or (token == self.eos_token_id and not sp.ignore_eos)
             if stop or len(s.output) >= s.max_new:
                 self._finish(s, reason="stop" if stop else "length")
             else:

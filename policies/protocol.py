@@ -39,6 +39,9 @@ class SamplingParams:
     """Token ids that end the generation (the stop token is part of ``output_ids``)."""
     seed: int | None = None
     """Per-request sampling seed (SGLang: ``sampling_seed``); ``None`` draws one."""
+    ignore_eos: bool = False
+    """Keep generating past the model's EOS token (SGLang and vLLM: ``ignore_eos``); stop
+    tokens still stop. Benchmarks use it to generate exactly ``max_new_tokens``."""
 
     def __post_init__(self) -> None:
         if self.max_new_tokens < 1:
@@ -65,6 +68,8 @@ class SamplingParams:
         }
         if self.seed is not None:
             out["sampling_seed"] = self.seed
+        if self.ignore_eos:
+            out["ignore_eos"] = True
         return out
 
     @classmethod
@@ -77,6 +82,7 @@ class SamplingParams:
             top_k=int(params.get("top_k", -1)),
             stop_token_ids=tuple(int(t) for t in params.get("stop_token_ids") or ()),
             seed=params.get("sampling_seed"),
+            ignore_eos=bool(params.get("ignore_eos", False)),
         )
 
 

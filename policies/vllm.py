@@ -87,6 +87,8 @@ class VLLMPolicy(Policy):
             body["top_k"] = sp.top_k
         if sp.seed is not None:
             body["seed"] = sp.seed
+        if sp.ignore_eos:
+            body["ignore_eos"] = True
         return body
 
     async def _one(self, req: GenerateRequest) -> GenerateResult:
