@@ -144,5 +144,10 @@ class Policy(abc.ABC):
         """What produced the samples (recorded in run manifests)."""
         return {"policy": type(self).__name__}
 
+    async def probe(self) -> None:  # noqa: B027 - optional hook, a local policy is ready
+        """Check that the policy can answer before a run starts; raise :class:`PolicyError`
+        with the reason (one line) if not. Policies behind a server ask it; the default (a
+        policy that is ready once constructed) does nothing."""
+
     async def aclose(self) -> None:  # noqa: B027 - optional hook, most policies hold nothing
         """Release connections or memory."""

@@ -36,6 +36,8 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
 
+import aiohttp
+
 from .http import JSONClient, Refused, Unreachable
 from .protocol import GenerateRequest, GenerateResult, Policy, PolicyError
 
@@ -131,6 +133,22 @@ class SGLangPolicy(Policy):
     async def get_json(self, path: str) -> Any:
         """GET an info endpoint (``/model_info``, ``/server_info``, …) of the first URL."""
         return await self.http.get_json(self.url + path)
+
+    async def probe(self) -> None:
+        """Readiness before a run: every URL answers ``GET /health``, then ``/model_info``
+        (``/get_model_info`` on older SGLang and sglang-router); else one line naming it."""
+        for url in self.urls:
+            try:
+                await self.http.get_json(url + "/health", timeout_s=30)
+                try:
+                    await self.http.get_json(url + "/model_info", timeout_s=30)
+                except Refused as exc:
+                    if exc.status != 404:
+                        raise
+                    await self.http.get_json(url + "/get_model_info", timeout_s=30)
+            except (PolicyError, aiohttp.ClientError, asyncio.TimeoutError) as exc:
+                reason = str(exc) or type(exc).__name__
+                raise PolicyError(f"the SGLang server at {url} is not ready: {reason}") from None
 
     async def generate(self, requests: Sequence[GenerateRequest]) -> list[GenerateResult]:
         if not requests:

@@ -232,3 +232,45 @@ def test_against_a_real_sglang_server(tiny_model):  # noqa: F811
         second = asyncio.run(client.generate(reqs))
         assert all(len(r.output_ids) == len(r.logprobs) > 0 for r in first)
         assert all(r.cached_tokens > 0 for r in second)
+
+
+def _info_app(health: int = 200, model_info: bool = True, get_model_info: bool = True):
+    """Only the readiness endpoints, answering as told (for ``SGLangPolicy.probe``)."""
+    app, seen = web.Application(), []
+
+    def answer(path, status, body):
+        async def handler(_):
+            seen.append(path)
+            return web.json_response(body, status=status) if body else web.Response(status=status)
+
+        app.router.add_get(path, handler)
+
+    answer("/health", health, None)
+    if model_info:
+        answer("/model_info", 200, {"model_path": "m"})
+    if get_model_info:
+        answer("/get_model_info", 200, {"model_path": "m"})
+    return app, seen
+
+
+def test_probe_asks_health_then_model_info_with_the_older_name_as_fallback(serve_app):  # noqa: F811
+    async def probe(url):
+        policy = SGLangPolicy(url)
+        try:
+            await policy.probe()
+        finally:
+            await policy.aclose()
+
+    app, seen = _info_app()
+    asyncio.run(probe(serve_app(app).url))
+    assert seen == ["/health", "/model_info"]
+    app, seen = _info_app(model_info=False)  # older SGLang, sglang-router
+    asyncio.run(probe(serve_app(app).url))
+    assert seen == ["/health", "/get_model_info"]
+    app, seen = _info_app(health=503)
+    sick = serve_app(app)
+    with pytest.raises(PolicyError, match=f"the SGLang server at {sick.url} is not ready: .*503"):
+        asyncio.run(probe(sick.url))
+    dead = f"http://127.0.0.1:{free_port()}"
+    with pytest.raises(PolicyError, match=f"server at {dead} is not ready: Cannot connect"):
+        asyncio.run(probe(f"{serve_app(_info_app()[0]).url},{dead}"))  # every URL is asked
