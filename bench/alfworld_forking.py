@@ -30,7 +30,8 @@ from treegym.envs import alfworld_engine
 from treegym.envs.alfworld_assets import alfworld_module
 from treegym.envs.alfworld_engine import PddlGame
 from treegym.envs.alfworld_env import ALFWorldEnv
-from treegym.envs.alfworld_files import GameFile, read_game_file, resolve_task
+from treegym.envs.alfworld_files import GameFile, read_game_file
+from treegym.envs.alfworld_tasks import resolve_task
 
 DEPTHS = (5, 10, 20)
 DEFAULT_TASK = "pick_heat_then_place_in_recep:seed=1"  # a kitchen: ALFWorld's largest rooms

@@ -32,7 +32,8 @@ from typing import Any
 
 from .alfworld_engine import NOTHING_HAPPENS, Options, PddlGame, Position, load_game
 from .alfworld_expert import expert_for
-from .alfworld_files import GAME_FILE, GameFile, read_game_file, resolve_task
+from .alfworld_files import GAME_FILE, GameFile, read_game_file
+from .alfworld_tasks import resolve_task
 from .core import TextEnv
 from .errors import GameFileError, ResetNeededError
 from .snapshot import Snapshot

@@ -5,10 +5,11 @@ in its ``task`` rule), ``pddl_problem``, ``solvable`` and ``walkthrough``; ALFWo
 ``traj_data.json`` beside it (``task_type``, ``pddl_params``, annotations). treegym's generator
 writes the same two files, so generated tasks and ALFWorld's own data take one code path.
 
-Where a task is found (:func:`resolve_task`): an existing path (the file or its folder), else a
-path relative to ``$ALFWORLD_DATA`` (ALFWorld's own variable, e.g.
-``json_2.1.1/valid_seen/pick_and_place_simple-.../trial_.../``), else a generator spec
-``"<task_type>:seed=N[,split=...]"`` made into the cache. Everything is checked here, before
+Where a task file is found (:func:`find_task_file`): an existing path (the file or its folder),
+else a path relative to ``$ALFWORLD_DATA`` (ALFWorld's own variable, e.g.
+``json_2.1.1/valid_seen/pick_and_place_simple-.../trial_.../``); generator specs
+``"<task_type>:seed=N[,split=...]"`` (:func:`is_spec`) are made by the layer above,
+:mod:`.alfworld_tasks`, which imports this one. Everything is checked here, before
 fast-downward's C code sees it: that code copies names into fixed 1024-byte buffers, so over-long
 identifiers are refused rather than allowed to overflow them.
 """
@@ -25,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from . import alfworld_assets
-from .errors import GameFileError, UnknownTaskError
+from .errors import GameFileError
 
 GAME_FILE = "game.tw-pddl"
 TRAJ_FILE = "traj_data.json"
@@ -163,22 +164,14 @@ def is_spec(task: Any) -> bool:
     return isinstance(task, str) and _SPEC.match(task) is not None and not Path(task).exists()
 
 
-def resolve_task(task: Any) -> Path:
-    """Path of the game file for ``task`` (see the module docstring for the lookup order)."""
-    if isinstance(task, os.PathLike) or (isinstance(task, str) and not is_spec(task)):
-        path = Path(task).expanduser()
-        if path.exists():
-            return path
-        root = alfworld_data()
-        if root is not None and not path.is_absolute() and (root / path).exists():
-            return root / path
-        where = f" or under $ALFWORLD_DATA={root}" if root is not None else ""
-        raise GameFileError(f"ALFWorld task not found: {path}{where}")
-    if is_spec(task):
-        from .alfworld_tasks import make_task
-
-        return make_task(task)
-    raise UnknownTaskError(
-        "an ALFWorld task is a game.tw-pddl path (or its folder) or a generator spec such as "
-        f"'pick_and_place_simple:seed=0', got {task!r}"
-    )
+def find_task_file(task: str | os.PathLike[str]) -> Path:
+    """An existing task path, as given or relative to ``$ALFWORLD_DATA`` (nothing is generated
+    here: generator specs are resolved a layer up, by :func:`.alfworld_tasks.resolve_task`)."""
+    path = Path(task).expanduser()
+    if path.exists():
+        return path
+    root = alfworld_data()
+    if root is not None and not path.is_absolute() and (root / path).exists():
+        return root / path
+    where = f" or under $ALFWORLD_DATA={root}" if root is not None else ""
+    raise GameFileError(f"ALFWorld task not found: {path}{where}")

@@ -38,7 +38,7 @@ from typing import Any
 from . import alfworld_assets
 from .alfworld_engine import PddlGame
 from .alfworld_expert import Expert
-from .alfworld_files import GAME_FILE, TASK_TYPES, TRAJ_FILE, GameFile
+from .alfworld_files import GAME_FILE, TASK_TYPES, TRAJ_FILE, GameFile, find_task_file, is_spec
 from .alfworld_pddl import goal_pddl, problem_pddl
 from .alfworld_scenes import (
     LAMP_STANDS,
@@ -51,7 +51,7 @@ from .alfworld_scenes import (
     room_type,
     scene_object_types,
 )
-from .errors import GameGenerationError
+from .errors import GameGenerationError, UnknownTaskError
 from .textworld_games import cache_dir
 
 GENERATOR_VERSION = 2
@@ -304,3 +304,16 @@ def make_task(spec: str, cache: Path | None = None) -> Path:
     if (folder / GAME_FILE).is_file():
         return folder / GAME_FILE
     return write_task(generate_task(task_type, split, f"spec/{seed}"), folder)
+
+
+def resolve_task(task: Any) -> Path:
+    """Path of the game file for ``task``: a generator spec is made into the cache, a path is
+    looked up as :func:`.alfworld_files.find_task_file` does."""
+    if is_spec(task):
+        return make_task(task)
+    if isinstance(task, (str, os.PathLike)):
+        return find_task_file(task)
+    raise UnknownTaskError(
+        "an ALFWorld task is a game.tw-pddl path (or its folder) or a generator spec such as "
+        f"'pick_and_place_simple:seed=0', got {task!r}"
+    )
