@@ -51,6 +51,7 @@ import pyarrow.parquet as pq
 
 from .advantages import ESTIMATORS, node_values
 from .budget import Budget
+from .pause import pause_point
 from .schema import (
     DICTIONARY_COLUMNS,
     FORMAT,
@@ -557,8 +558,9 @@ class RunWriter:
         samples = samples_table(result, run_id, self.estimators)
         seq = self._ledger[-1]["seq"] + 1 if self._ledger else 0
         nodes_path, samples_path = part_paths(self.path, seq)
-        files = {"nodes": _write_parquet(nodes, nodes_path),
-                 "samples": _write_parquet(samples, samples_path)}  # fmt: skip
+        files = {"nodes": _write_parquet(nodes, nodes_path)}
+        pause_point("part-write")
+        files["samples"] = _write_parquet(samples, samples_path)
         _fsync_dir(nodes_path.parent)
         entry = {
             "seq": seq,
@@ -603,6 +605,8 @@ class RunWriter:
         for which, (name, schema) in enumerate(schemas.items()):
             rows[name] += self._compact(name, which, schema, new, row_group_bytes)
             files[name] = file_digest(self.path / f"{name}.final.tmp")
+            if which == 0:
+                pause_point("finalize-compact")
         total = Budget()
         for entry in self._ledger:
             total += Budget(**entry["budget"])
@@ -626,6 +630,8 @@ class RunWriter:
         _write_atomic(self.path / FINALIZING, b"renaming *.final.tmp into place\n")
         for name in (NODES, SAMPLES, MANIFEST):
             os.replace(self.path / f"{name}.final.tmp", self.path / name)
+            if name == NODES:
+                pause_point("finalize-rename")
         _fsync_dir(self.path)
         (self.path / FINALIZING).unlink()
         self.manifest = manifest
