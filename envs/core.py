@@ -32,6 +32,7 @@ from .errors import (
     CorruptSnapshotError,
     EpisodeEndedError,
     InvalidActionError,
+    InvalidOptionsError,
     ReplayDivergenceError,
     ResetNeededError,
     SnapshotMismatchError,
@@ -73,18 +74,21 @@ class _Episode:
 
 
 def canonical_options(options: Mapping[str, Any] | None) -> str:
-    """Canonical JSON of reset options; raises ``TypeError`` naming what cannot be encoded.
+    """Canonical JSON of reset options; raises :class:`InvalidOptionsError` (a ``TypeError``)
+    naming what cannot be encoded.
 
     Options must be JSON values because they are part of portable snapshots.
     """
     if options is None:
         return "{}"
     if not isinstance(options, Mapping):
-        raise TypeError(f"reset options must be a mapping such as {{'task': ...}}, got {options!r}")
+        raise InvalidOptionsError(
+            f"reset options must be a mapping such as {{'task': ...}}, got {options!r}"
+        )
     try:
         return json.dumps(dict(options), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     except (TypeError, ValueError) as exc:
-        raise TypeError(
+        raise InvalidOptionsError(
             f"reset options must be JSON values (they are stored in snapshots): {exc}"
         ) from None
 

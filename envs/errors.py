@@ -16,6 +16,10 @@ class InvalidActionError(TextEnvError, ValueError):
     """The action is not a string the environment can be given (wrong type, too long)."""
 
 
+class InvalidOptionsError(TextEnvError, TypeError):
+    """``reset(options=...)`` is not a mapping of JSON values (options go into snapshots)."""
+
+
 class ResetNeededError(TextEnvError, RuntimeError):
     """``step``/``snapshot`` was called before ``reset`` (or ``restore``)."""
 

@@ -1,17 +1,16 @@
 """Fuzzing with bounded budgets (hypothesis): action strings (unicode, control characters,
 megabyte strings) into ToyRooms and TextWorld, env reset options, ``collect`` config files,
 and portable snapshots (bit flips, truncation). The process never crashes or hangs: the env
-answers, or a clear treegym error (with a message) comes back."""
+answers, or a treegym error (its own type, with a message) comes back. Each fuzz target is one
+run of the "fuzz" line in the fault summary, counted as passed or failed by the conftest; how
+long the extreme inputs take per step is measured by ``bench/fuzz_step_time.py``."""
 
 from __future__ import annotations
-
-import time
 
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from tests.faults.conftest import record
 from treegym.config import ConfigError, resolve_config
 from treegym.envs import make
 from treegym.envs.errors import CorruptSnapshotError, TextEnvError
@@ -19,7 +18,6 @@ from treegym.envs.snapshot import Snapshot
 
 FUZZ = settings(max_examples=60, deadline=None, derandomize=True,
                 suppress_health_check=list(HealthCheck))  # fmt: skip
-STEP_LIMIT_S = 5.0  # one step of any input must answer within this (no hang)
 
 ACTIONS = st.one_of(
     st.text(max_size=200),
@@ -30,17 +28,15 @@ MEGABYTE = "go north " * 120_000 + "\x00\x1b[2J\u202e" * 1000
 
 
 def _answers_or_clear_error(env, action) -> None:
-    t = time.perf_counter()
     try:
         obs, reward, terminated, truncated, info = env.step(action)
     except TextEnvError as exc:
-        assert str(exc)
+        assert str(exc).strip()
         env.reset(seed=0, options={"task": 0} if "Toy" in type(env).__name__ else None)
     else:
         assert isinstance(obs, str) and isinstance(reward, float) and isinstance(info, dict)
         if terminated or truncated:
             env.reset(seed=0, options={"task": 0} if "Toy" in type(env).__name__ else None)
-    assert time.perf_counter() - t < STEP_LIMIT_S
 
 
 @pytest.fixture(scope="module")
@@ -89,11 +85,13 @@ JSON = st.recursive(
 @example(options={"task": -1})
 @example(options={"task": "../../etc/passwd"})
 @example(options={"task": 10**30})
+@example(options={"task": {1, 2}})  # not a JSON value
+@example(options="task=1")  # not a mapping
 def test_fuzz_env_options(toy, options):
     try:
         obs, info = toy.reset(seed=0, options=options)
-    except (TextEnvError, ValueError, TypeError) as exc:
-        assert str(exc)
+    except TextEnvError as exc:  # treegym's own error type, never a bare ValueError/TypeError
+        assert str(exc).strip()
     else:
         assert isinstance(obs, str) and isinstance(info, dict)
 
@@ -123,7 +121,7 @@ def test_fuzz_config_files(tmp_path_factory, pairs, junk):
     try:
         resolve_config(path, {})
     except ConfigError as exc:
-        assert str(exc)
+        assert str(exc).strip()
 
 
 @pytest.fixture(scope="module")
@@ -151,10 +149,7 @@ def test_fuzz_portable_snapshots(toy, portable, data):
         return
     with pytest.raises(CorruptSnapshotError) as info:
         Snapshot.from_portable(bytes(blob))
-    assert str(info.value)
-    with pytest.raises(CorruptSnapshotError):
+    assert str(info.value).strip()
+    with pytest.raises(CorruptSnapshotError) as info:
         toy.restore(bytes(blob))
-
-
-def test_fuzz_summary_line():
-    record("fuzz (actions/options/config/snapshots)", ok=True, rows_lost=0)
+    assert str(info.value).strip()
