@@ -34,7 +34,17 @@ class EnvWorkerError(RuntimeError):
 
 
 class EnvWorkerDied(EnvWorkerError):
-    """The worker process itself died (killed, crashed); its snapshots are gone."""
+    """The worker process itself died (killed, crashed); its snapshots are gone.
+
+    ``blame``: whether the call that saw the death may have caused it (its request was being
+    served, or the worker never served any request). A caller that finds a worker which did
+    work already dead is not blamed: it just retries on the replacement, so an env that kills
+    its worker on one action exhausts only that call's ``max_respawns``, not its neighbours'.
+    """
+
+    def __init__(self, message: str, blame: bool = True) -> None:
+        super().__init__(message)
+        self.blame = blame
 
 
 @dataclass(frozen=True)
@@ -230,19 +240,27 @@ class _Worker:
         self.proc.start()
         child.close()
         self.lock = asyncio.Lock()
+        self.served = 0
 
     def roundtrip(self, msg: Any) -> Any:
         try:
             self.conn.send(msg)
+        except (BrokenPipeError, ConnectionResetError, OSError):
+            raise self._died(blame=not self.served) from None  # found dead on arrival
+        try:
             reply = self.conn.recv()
-        except (EOFError, BrokenPipeError, ConnectionResetError, OSError):
-            self.proc.join(1)
-            raise EnvWorkerDied(
-                f"env worker {self.index} died (exit code {self.proc.exitcode})"
-            ) from None
+        except (EOFError, ConnectionResetError, OSError):
+            raise self._died(blame=True) from None  # died while serving this request
+        self.served += 1
         if reply[0] == "err":
             raise EnvWorkerError(reply[1])
         return reply[1]
+
+    def _died(self, blame: bool) -> EnvWorkerDied:
+        self.proc.join(1)
+        return EnvWorkerDied(
+            f"env worker {self.index} died (exit code {self.proc.exitcode})", blame=blame
+        )
 
 
 @dataclass(frozen=True)
@@ -297,9 +315,10 @@ class RecoveringExecutor(EnvExecutor):
             except EnvWorkerDied as exc:
                 if worker in self._dead:
                     raise
-                # Only a death of the worker this attempt started on counts; a caller queued
-                # on an incarnation that someone else has already replaced just retries.
-                if self.generation[worker] == seen:
+                # Only a death of the worker this attempt started on counts, and only if this
+                # call may have caused it; a caller queued on an incarnation that someone else
+                # has already replaced, or that it found dead, just retries.
+                if self.generation[worker] == seen and exc.blame:
                     deaths += 1
                     if deaths > self.max_respawns:
                         self._gave_up(worker, str(exc))

@@ -106,11 +106,23 @@ def serve_app() -> Iterator:
         server.close()
 
 
-def faulty_generate_app(real, plan, hang_s: float = 3.0):
+async def _client_gone(request, limit_s: float = 300.0) -> None:
+    """Return once the client has closed the connection (aiohttp does not cancel the handler;
+    the transport is the one place that shows it)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + limit_s
+    while request.transport is not None and not request.transport.is_closing():
+        assert loop.time() < deadline, "the client never gave up on a hanging request"
+        await asyncio.sleep(0.01)
+
+
+def faulty_generate_app(real, plan, hang_s: float | None = 3.0):
     """An app whose ``/generate`` asks ``plan(n)`` what the n-th call gets — ``None`` (the real
-    server's answer) or a fault: ``"5xx"``, ``"hang"`` (sleeps ``hang_s``, then 504),
-    ``"garbage"`` (200 with a non-JSON body) or ``"drop"`` (closes the connection).
-    Returns the app and the list of call numbers it has seen."""
+    server's answer) or a fault: ``"5xx"``, ``"hang"`` (sleeps ``hang_s``, then 504; with
+    ``hang_s=None`` it waits until the client gives up and disconnects, so a client timeout
+    always wins however loaded the machine), ``"garbage"`` (200 with a non-JSON body) or
+    ``"drop"`` (closes the connection). Returns the app and the list of call numbers it has
+    seen."""
     import itertools
 
     from aiohttp import web
@@ -127,7 +139,10 @@ def faulty_generate_app(real, plan, hang_s: float = 3.0):
         if mode == "5xx":
             return web.Response(status=503, text="overloaded")
         if mode == "hang":
-            await asyncio.sleep(hang_s)
+            if hang_s is None:
+                await _client_gone(request)
+            else:
+                await asyncio.sleep(hang_s)
             return web.Response(status=504, text="too late")
         if mode == "garbage":
             return web.Response(text="<html>not json</html>")
@@ -137,5 +152,8 @@ def faulty_generate_app(real, plan, hang_s: float = 3.0):
         return await real_generate(request)
 
     app = web.Application()
+    for route in real.router.routes():  # /health, /model_info, ...: the real server answers
+        if route.resource.canonical != "/generate":
+            app.router.add_route(route.method, route.resource.canonical, route.handler)
     app.router.add_post("/generate", generate)
     return app, calls

@@ -9,19 +9,18 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
-from tests.faults.conftest import record
+from tests.faults.conftest import record, rows_on_disk
 from tests.faults.test_collector_kill import (
     ARGS,
     N_TASKS,
     _canonical,
     _ledger_lines,
+    start_paused,
     unfaulted,  # noqa: F401 - fixture
 )
 from treegym.cli import app
@@ -53,11 +52,11 @@ def _check_partial_and_resume(run: Path, unfaulted_run, fault: str) -> None:
     res = CliRunner().invoke(app, ["collect", *ARGS, "--out", str(run), "--resume"])
     assert res.exit_code == 0, res.stdout + res.stderr
     resumed = load_run(run)
+    expected, found = rows_on_disk(unfaulted_run), rows_on_disk(resumed)
+    same = _canonical(resumed) == _canonical(unfaulted_run)
+    record(fault, ok=resumed.complete and same, expected=expected, found=found)
     assert resumed.complete and sorted(resumed.task_ids) == sorted(unfaulted_run.task_ids)
-    assert _canonical(resumed) == _canonical(unfaulted_run)
-    lost = len(unfaulted_run.samples) - len(resumed.samples)
-    record(fault, ok=True, rows_lost=lost)
-    assert lost == 0
+    assert same and found == expected
 
 
 def test_full_disk_gives_a_clear_error_and_keeps_finished_tasks(tmpfs, unfaulted):  # noqa: F811
@@ -74,34 +73,27 @@ def test_full_disk_gives_a_clear_error_and_keeps_finished_tasks(tmpfs, unfaulted
 
 def test_folder_turning_read_only_mid_run(tmp_path, unfaulted):  # noqa: F811
     """The run folder bind-mounted read-only over itself mid-run (files already open stay
-    writable, every new file fails: exactly what a folder turning unwritable looks like)."""
+    writable, every new file fails: exactly what a folder turning unwritable looks like). The
+    collector waits inside its 4th task's part write (a pause point) while the folder turns
+    read-only, so the fault always lands mid-run, however fast the collector is."""
     if os.geteuid() != 0:
         pytest.skip("needs root to bind-mount")
     run = tmp_path / "run"
-    proc = subprocess.Popen(
-        [str(Path(sys.executable).parent / "treegym"), "collect", *ARGS, "--out", str(run)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-    )  # fmt: skip
+    proc = start_paused(run, "part-write@4", tmp_path)
     mounted = False
     try:
-        deadline = time.monotonic() + 60
-        while _ledger_lines(run) < 3:
-            assert proc.poll() is None and time.monotonic() < deadline
-            time.sleep(0.005)
         res = subprocess.run(["mount", "--bind", str(run), str(run)], capture_output=True,
                              text=True)  # fmt: skip
         if res.returncode != 0:
             proc.kill()
             pytest.skip(f"cannot bind-mount here: {res.stderr.strip()}")
         mounted = True
-        for _ in range(500):  # busy while the writer has a file open through the new mount
-            res = subprocess.run(["mount", "-o", "remount,bind,ro", str(run)],
-                                 capture_output=True, text=True)  # fmt: skip
-            if res.returncode == 0:
-                break
-        else:
+        res = subprocess.run(["mount", "-o", "remount,bind,ro", str(run)], capture_output=True,
+                             text=True)  # fmt: skip
+        if res.returncode != 0:
             proc.kill()
             pytest.skip(f"cannot remount read-only here: {res.stderr.strip()}")
+        (tmp_path / "part-write.go").touch()
     finally:
         _, err = proc.communicate(timeout=60)
         if mounted:
@@ -109,4 +101,5 @@ def test_folder_turning_read_only_mid_run(tmp_path, unfaulted):  # noqa: F811
     err = err.decode(errors="replace")
     assert proc.returncode == 2, err[-3000:]
     assert "Read-only file system" in err and "Traceback" not in err, err[-3000:]
+    assert _ledger_lines(run) == 3  # the three tasks before the fault, nothing after
     _check_partial_and_resume(run, unfaulted, "output folder read-only + --resume")

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import os
 import pickle
+import re
 import socket
 import subprocess
 import sys
@@ -21,6 +23,8 @@ from treegym.envs.errors import CorruptSnapshotError
 from treegym.envs.snapshot import PORTABLE_MAGIC, Snapshot
 from treegym.harness import ChainSampler, InProcessExecutor, Runner, Task, load_run
 from treegym.harness.collect import collect
+from treegym.harness.export import file_digest
+from treegym.harness.loaders import RunLoadError
 from treegym.policies import ScriptedPolicy
 
 
@@ -40,6 +44,13 @@ def _payloads(marker: Path) -> dict[str, bytes]:
     # not authentication) around a pickle — the decoder must still refuse it
     forged = PORTABLE_MAGIC + hashlib.sha256(raw).hexdigest().encode() + b"\n" + raw
     return {"pickle": raw, "forged": forged}
+
+
+def test_the_payload_runs_when_unpickled(tmp_path):
+    """The control: the payloads below do execute code if anything unpickles them."""
+    marker = tmp_path / "pwned"
+    pickle.loads(_payloads(marker)["pickle"])
+    assert marker.exists()
 
 
 def test_snapshots_never_unpickle(tmp_path):
@@ -73,18 +84,33 @@ def _collect(template, tasks, out):
     asyncio.run(go())
 
 
-@pytest.mark.parametrize("target", ["manifest.json", "ledger.jsonl", "nodes.parquet",
-                                    "samples.parquet"])  # fmt: skip
+# what each file's reader says about a pickle in its place
+REFUSED = {
+    "manifest.json": "manifest.json: not valid JSON",
+    "ledger.jsonl": "ledger.jsonl: line 1 is not a ledger entry",
+    "nodes.parquet": "nodes.parquet: not a readable parquet file",
+    "samples.parquet": "samples.parquet: not a readable parquet file",
+}
+
+
+@pytest.mark.parametrize("target", sorted(REFUSED))
 def test_run_folders_never_unpickle(small_run, tmp_path, target):
+    """The pickle reaches the file's parser: a ledger line is a whole line, and a parquet
+    file's size and SHA-256 in the manifest are the pickle's (whoever can replace a file can
+    rewrite the manifest too), so no digest check stops it first."""
     import shutil
 
     marker = tmp_path / "pwned"
     run = tmp_path / "run"
     shutil.copytree(small_run, run)
-    (run / target).write_bytes(_payloads(marker)["pickle"])
-    with pytest.raises(Exception) as info:
+    payload = _payloads(marker)["pickle"]
+    (run / target).write_bytes(payload + b"\n" if target == "ledger.jsonl" else payload)
+    if target.endswith(".parquet"):
+        manifest = json.loads((run / "manifest.json").read_text())
+        manifest["files"][target] = file_digest(run / target)
+        (run / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(RunLoadError, match=re.escape(REFUSED[target])):
         load_run(run)
-    assert str(info.value), "the error must say what is wrong"
     assert not marker.exists(), f"loading a run with a pickled {target} executed code"
 
 
