@@ -64,8 +64,7 @@ def _reqs(ids, n: int) -> list[GenerateRequest]:
 
 @pytest.fixture
 def router(engines):
-    if importlib.util.find_spec("sglang_router") is None:
-        pytest.skip("sglang-router is not installed")
+    assert importlib.util.find_spec("sglang_router"), "sglang-router is a dependency; run setup"
     port = free_port()
     cmd = [sys.executable, "-m", "sglang_router.launch_router", "--worker-urls", *engines.urls,
            "--policy", "cache_aware", "--host", "127.0.0.1", "--port", str(port),
@@ -82,7 +81,7 @@ def router(engines):
             if proc.poll() is not None or time.monotonic() > deadline:
                 proc.kill()
                 out = proc.communicate(timeout=10)[0].decode(errors="replace")[-500:]
-                pytest.skip(f"sglang-router did not start here: {out}")
+                pytest.fail(f"sglang-router (a dependency) did not start: {out}")
             time.sleep(0.1)
     try:
         yield url
@@ -111,26 +110,22 @@ def test_router_keeps_a_trunk_on_one_worker_and_survives_a_worker_drop(
             second = await client.generate(_reqs(child, 2))  # the next turn of that branch
             holder = [i for i in range(2) if engines.entries(i)]
             engines.drop(holder[0])  # the worker that holds the trunk drops out
-            try:
-                after = await client.generate(_reqs(child, 2))
-            except PolicyError as exc:
-                after = exc
-            return first, child, second, holder, after
+            after = await client.generate(_reqs(child, 2))  # a PolicyError fails the test
+            return first, child, second, holder, after, engines.entries(1 - holder[0])
         finally:
             await client.aclose()
 
-    first, _child, second, holder, after = asyncio.run(run())
+    first, _child, second, holder, after, live_entries = asyncio.run(run())
     # children after the first are served from the radix cache of the same worker
     cached = sorted(r.cached_tokens for r in first)  # concurrent singles: any one comes first
     assert cached[0] == 0 and all(c >= len(root) - 1 for c in cached[1:]), cached
     # the next turn extends the trunk: the router sends it to the worker that has it
     assert all(r.cached_tokens >= len(root) for r in second), [r.cached_tokens for r in second]
     assert len(holder) == 1, "cache-aware routing kept the tree on one worker"
-    # a worker dropping out: the router retries on the live one (recovery), else a clear error
-    if isinstance(after, PolicyError):
-        assert router in str(after)
-    else:
-        assert len(after) == 2 and all(r.output_ids for r in after)
+    # a worker dropping out: the next request is served by the other worker (which held
+    # nothing before: its prefix cache fills now), not failed
+    assert len(after) == 2 and all(r.output_ids for r in after)
+    assert live_entries > 0, "the request was not served by the live worker"
 
 
 def test_client_side_sticky_routing_over_a_list_of_urls(tiny_model, engines):  # noqa: F811
