@@ -260,7 +260,7 @@ def nodes_table(result: TaskResult, run_id: str) -> pa.Table:
                 "closing_ids": list(node.closing_ids),
                 "observation_ids": list(node.observation_ids), "action": node.action,
                 "parse_error": node.parse_error, "finish_reason": node.finish_reason,
-                "observation": node.observation,
+                "policy_version": node.policy_version, "observation": node.observation,
                 "info": json.dumps(node.info, sort_keys=True, default=_json_default),
                 "reward": float(node.reward), "ended": node.ended, "error": node.error,
                 "value": values.get(node.id), "leaves_below": below[node.id],
@@ -304,6 +304,7 @@ def samples_table(result: TaskResult, run_id: str, estimators: Sequence[str]) ->
                 "turn_offsets": offsets, "prompt_ids": list(tree.prompt_ids),
                 "response_ids": response, "loss_mask": mask, "logprobs": logprobs,
                 "reward": float(tree.returns(leaf)), "ended": leaf.ended,
+                "policy_version": leaf.policy_version,
             }  # fmt: skip
             for name in estimators:
                 adv = result.advantages.get(name)

@@ -139,6 +139,7 @@ def _node(row: dict[str, Any], parent: Node | None) -> Node:
         action=row["action"], parse_error=row["parse_error"], finish_reason=row["finish_reason"],
         observation=row["observation"], info=json.loads(row["info"]), reward=row["reward"],
         ended=row["ended"], error=row["error"], stats=stats,
+        policy_version=row.get("policy_version"),
     )  # fmt: skip
 
 

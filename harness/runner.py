@@ -224,6 +224,7 @@ class TaskContext:
         child = tree.add_child(
             parent, generated_ids=tuple(result.output_ids), logprobs=tuple(result.logprobs),
             finish_reason=result.finish_reason, info={"partial_turn": True}, partial=True,
+            policy_version=result.weight_version,
             stats=NodeStats(prompt_tokens=result.prompt_tokens, cached_tokens=result.cached_tokens,
                             policy_s=result.latency_s),
         )  # fmt: skip
@@ -274,7 +275,8 @@ class TaskContext:
             generated_ids=tuple(result.output_ids), logprobs=tuple(result.logprobs),
             closing_ids=reading.closing_ids, observation_ids=tuple(obs_ids), action=reading.action,
             parse_error=reading.parse_error, finish_reason=result.finish_reason,
-            observation=out.obs, info=out.info, reward=out.reward, ended=ended, state=out.state,
+            policy_version=result.weight_version, observation=out.obs, info=out.info,
+            reward=out.reward, ended=ended, state=out.state,
             stats=NodeStats(prompt_tokens=result.prompt_tokens, cached_tokens=result.cached_tokens,
                             env_steps=1, policy_s=result.latency_s, env_s=out.env_s,
                             restores=out.restores, restore_s=out.restore_s,

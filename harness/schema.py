@@ -77,6 +77,12 @@ _NODE_FIELDS = [
     _f("action", pa.string(), "What the env received (parsed action or the malformed marker)."),
     _f("parse_error", pa.string(), "Why the action could not be parsed, if so.", nullable=True),
     _f("finish_reason", pa.string(), "stop | length | abort ('' for the root)."),
+    _f(
+        "policy_version",
+        pa.string(),
+        "Weight version of the policy that generated this node (null: the engine reports none).",
+        nullable=True,
+    ),
     _f("observation", pa.string(), "The env's text answer (the root: the first observation)."),
     _f("info", pa.string(), "The env's info dict after this turn, as JSON."),
     _f("reward", pa.float64(), "Reward of this turn's env step."),
@@ -176,12 +182,20 @@ _SAMPLE_FIELDS = [
         openrlhf="rewards",
     ),
     _f("ended", pa.string(), "Why the leaf stopped (see nodes.ended).", nullable=True),
+    _f(
+        "policy_version",
+        pa.string(),
+        "Weight version of the policy that generated the leaf's last turn (treegym train "
+        "collects a round with one version); its logprobs are that policy's: the PPO ratio's "
+        "old policy.",
+        nullable=True,
+    ),
 ]
 
 #: Columns whose values repeat (text, enums): Parquet dictionary-encodes them.
 DICTIONARY_COLUMNS = (
     "run_id", "task_id", "group_id", "action", "parse_error", "finish_reason", "observation",
-    "info", "ended", "error",
+    "info", "ended", "error", "policy_version",
 )  # fmt: skip
 
 

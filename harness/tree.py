@@ -48,6 +48,8 @@ class Node:
     """What the env received (the parsed action, or the malformed-action marker)."""
     parse_error: str | None = None
     finish_reason: str = ""
+    policy_version: str | None = None
+    """Weight version of the policy that generated this node (``GenerateResult.weight_version``)."""
     observation: str = ""
     """The env's text answer (for reading trees; the ids above are what the model saw)."""
     info: dict[str, Any] = field(default_factory=dict)

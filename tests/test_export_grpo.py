@@ -42,8 +42,8 @@ class GuidedHFPolicy(HFPolicy):
     every advantage would be 0 and a gradient step would prove nothing; guided turns give
     rewards that differ within a group while every logprob stays a real model logprob."""
 
-    def __init__(self, path: Path, p_expert: float = 0.7) -> None:
-        super().__init__(path)
+    def __init__(self, path: Path, p_expert: float = 0.7, **kwargs) -> None:
+        super().__init__(path, **kwargs)
         self.template = ReActTemplate(self.tokenizer)
         self.p_expert = p_expert
         self.sampled = self.guided = 0
@@ -60,7 +60,8 @@ class GuidedHFPolicy(HFPolicy):
                 ids = self.template.encode(self.template.assistant_text("go on", plan[0]))
                 ids = ids[: req.sampling.max_new_tokens]
                 out[i] = GenerateResult(tuple(ids), self._score(req, ids), "stop",
-                                        len(req.input_ids), 0, 0.0)  # fmt: skip
+                                        len(req.input_ids), 0, 0.0,
+                                        weight_version=self.engine.weight_version)  # fmt: skip
                 self.guided += 1
             else:
                 free.append(i)
