@@ -9,6 +9,7 @@ import pytest
 from transformers import AutoTokenizer
 
 import treegym
+from tests import hand_run
 from tests.policy_fixtures import tiny_model  # noqa: F401 - fixture
 from treegym.envs.toy import ToyRoomsEnv
 from treegym.harness import (
@@ -133,6 +134,9 @@ def test_chain_shape(template):
         assert all(len(t.leaves()) == 1 for t in res.trees)
         assert res.budget.leaves == 3 and set(res.advantages) == {"grpo", "node_value"}
         assert all(n.depth <= 30 for t in res.trees for n in t.nodes)  # ToyRooms' step limit
+        # chains share nothing: the unique tokens are every trajectory's full sequence
+        full = sum(len(t.input_ids(leaf)) for t in res.trees for leaf in t.leaves())
+        assert res.budget.unique_tokens == full
 
 
 def test_tree_grpo_shape_and_selection(template):
@@ -147,7 +151,23 @@ def test_tree_grpo_shape_and_selection(template):
             (t.index, n.id) for t in res.trees for n in res.training[t.index]
         }
         assert res.budget.leaves == 6
-        assert res.budget.unique_tokens == sum(t.unique_tokens() for t in res.trees)
+        # branches share their trunk: fewer unique tokens than the leaves' sequences hold
+        full = sum(len(t.input_ids(leaf)) for t in res.trees for leaf in t.leaves())
+        assert res.budget.unique_tokens < full
+
+
+def test_task_budget_of_hand_built_trees():
+    """Counters against the numbers worked out by hand in tests/hand_run.py."""
+    figures = hand_run.FIGURES
+    a, b = (r.budget for r in hand_run.results())
+    assert (a.unique_tokens, b.unique_tokens) == (hand_run.UNIQUE_TOKENS["a"],
+                                                  hand_run.UNIQUE_TOKENS["b"])  # fmt: skip
+    assert (a.generated_tokens, b.generated_tokens) == (8, 2)
+    assert (a.leaves, a.distinct_leaves, b.leaves, b.distinct_leaves) == (2, 2, 2, 1)
+    assert (a.zero_variance_groups, b.zero_variance_groups, a.groups + b.groups) == (0, 1, 2)
+    assert a.prompt_tokens + b.prompt_tokens == figures["prompt tokens"]
+    assert (a.cached_tokens, b.cached_tokens) == (21, 4)
+    assert (a.resets, b.resets, a.env_steps + b.env_steps, a.failed_branches) == (1, 2, 6, 0)
 
 
 def test_token_budget_is_never_exceeded(template):
