@@ -15,6 +15,7 @@ import torch
 from transformers import AutoTokenizer
 
 import treegym
+from tests import hand_run
 from tests.policy_fixtures import tiny_model  # noqa: F401 - fixture
 from treegym.harness import (
     SCHEMA_VERSION,
@@ -32,7 +33,6 @@ from treegym.harness import (
     TreeGRPOSampler,
     collate,
     load_run,
-    node_values,
     to_hf_dataset,
     verl_batch,
     verl_batches,
@@ -105,7 +105,6 @@ def test_nodes_round_trip_field_for_field(collected, run_dir):
         back = loaded[(tree.task_id, tree.index)]
         assert back.prompt_ids == tree.prompt_ids
         assert len(back.nodes) == len(tree.nodes)
-        values = node_values(tree)
         training = {n.id for n in result.training[tree.index]}
         frame = run.nodes[
             (run.nodes.task_id == tree.task_id) & (run.nodes.tree_index == tree.index)
@@ -116,12 +115,38 @@ def test_nodes_round_trip_field_for_field(collected, run_dir):
             assert dataclasses.asdict(copy.stats) == dataclasses.asdict(node.stats)
             assert (copy.parent and copy.parent.id) == (node.parent and node.parent.id)
             assert [c.id for c in copy.children] == [c.id for c in node.children]
-            assert row.value == pytest.approx(values[node.id]) if node.id in values else True
-            assert row.leaves_below == sum(1 for leaf in tree.leaves() if node in
-                                           [leaf, *_ancestors(leaf)])  # fmt: skip
+            below = [leaf for leaf in tree.leaves() if node in [leaf, *_ancestors(leaf)]]
+            assert row.leaves_below == len(below)
+            # V(node): the mean return of the leaves below it, worked out here from the paths
+            returns = [sum(n.reward for n in tree.path(leaf)) for leaf in below]
+            want = sum(returns) / len(returns) if returns else None
+            assert (row.value if returns else None) == pytest.approx(want)
             assert row.training == (node.id in training)
             checked += 1
     assert checked == len(run.nodes) > 100
+
+
+def test_hand_built_run_exports_the_values_worked_out_by_hand(tmp_path):
+    """tests/hand_run.py: node values, leaves below and training flags per node; responses,
+    masks, returns and advantages per sample, all from the numbers worked out on paper."""
+    hand_run.write(tmp_path / "run")
+    run = load_run(tmp_path / "run")
+    nodes = run.nodes.set_index(["task_id", "tree_index", "node_id"])
+    for (task, tree), values in hand_run.VALUES.items():
+        for node_id, value in values.items():
+            assert nodes.loc[(task, tree, node_id)].value == pytest.approx(value)
+    assert nodes.leaves_below.to_dict() == {
+        ("a", 0, 0): 3, ("a", 0, 1): 2, ("a", 0, 2): 1, ("a", 0, 3): 1, ("a", 0, 4): 1,
+        ("b", 0, 0): 1, ("b", 0, 1): 1, ("b", 1, 0): 1, ("b", 1, 1): 1}  # fmt: skip
+    assert set(nodes.index[nodes.training]) == set(hand_run.RETURNS)  # n3 is not kept
+    samples = run.samples.set_index(["task_id", "tree_index", "leaf_id"])
+    assert set(samples.index) == set(hand_run.RETURNS)
+    for key, (response, mask) in hand_run.RESPONSES.items():
+        row = samples.loc[key]
+        assert list(row.response_ids) == response and list(row.loss_mask) == mask
+        assert row.reward == hand_run.RETURNS[key]
+        assert row.adv_grpo == pytest.approx(hand_run.GRPO[key])
+        assert row.adv_node_value == pytest.approx(sum(hand_run.NODE_VALUE_TURNS[key]))
 
 
 def _ancestors(node):
