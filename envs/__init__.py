@@ -62,8 +62,7 @@ def _register_builtins() -> None:
         registry._current_source = "user"
 
 
-_register_builtins()
-load_plugins()
+_register_builtins()  # plugins are loaded by treegym/__init__, once the whole API is bound
 
 __all__ = [
     "BUILTIN_ENVS",

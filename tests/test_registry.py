@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import gymnasium
@@ -53,7 +53,10 @@ def test_register_helper_and_non_textenv_refused():
         treegym.register("tests/Bad-v0", "no_colon_here")
 
 
-PLUGIN_PYPROJECT = """
+README = Path(__file__).resolve().parents[1] / "README.md"
+MARKER_VAR = "TREEGYM_TEST_IMPORT_MARKERS"
+
+DEMO_PYPROJECT = """
 [build-system]
 requires = ["setuptools>=61"]
 build-backend = "setuptools.build_meta"
@@ -69,8 +72,8 @@ demo = "treegym_plugin_demo:register_envs"
 py-modules = ["treegym_plugin_demo"]
 """
 
-PLUGIN_MODULE = '''
-"""A third-party env package: a ToyRooms variant registered through the entry point."""
+DEMO_MODULE = '''
+"""A third-party env package registering a ToyRooms variant with gymnasium.register."""
 import gymnasium
 from treegym.envs.toy import ToyRoomsEnv
 
@@ -85,32 +88,90 @@ def register_envs():
                        order_enforce=False)
 '''
 
+README_PYPROJECT = """
+[build-system]
+requires = ["setuptools>=61"]
+build-backend = "setuptools.build_meta"
+
+[project]
+name = "treegym-{package}"
+version = "0.0.1"
+
+{entry_points}
+[tool.setuptools]
+packages = ["{package}"]
+"""
+
+#: The env module the README's plugin names; importing it leaves a marker file.
+README_ENVS_MODULE = """
+import os
+from pathlib import Path
+
+from treegym.envs.toy import ToyRoomsEnv
+
+if os.environ.get("{marker}"):
+    Path(os.environ["{marker}"], __name__).touch()
+
+
+class MyGameEnv(ToyRoomsEnv):
+    def __init__(self, **kwargs):
+        super().__init__(n_rooms=5, **kwargs)
+"""
+
+#: Packages written from the README's plugin example, in both documented spellings.
+README_PLUGINS = {"mypkg": "import treegym", "mypkg_from": "from treegym import register"}
+
+
+def readme_plugin() -> tuple[str, str]:
+    """The README's plugin entry point (TOML) and plugin module (Python), verbatim."""
+    text = README.read_text()
+    section = text[text.index("### Your own environment") : text.index("## Policies")]
+    toml = re.search(r"```toml\n(.*?)```", section, re.S)
+    module = re.search(r"```python\n# mypkg/plugin.py\n(.*?)```", section, re.S)
+    assert toml and module, "the README's plugin example moved"
+    return toml.group(1), module.group(1)
+
+
+def _spelled(code: str, package: str, spelling: str) -> str:
+    """The README's code for ``package``, registering through ``spelling``."""
+    code = code.replace("mypkg", package)
+    if spelling == "from treegym import register":
+        assert "import treegym\n" in code and "treegym.register(" in code
+        code = code.replace("import treegym\n", "from treegym import register\n")
+        code = code.replace("treegym.register(", "register(")
+    return code
+
+
+def _write_readme_plugin(src: Path, package: str, spelling: str) -> None:
+    entry_points, module = readme_plugin()
+    (src / package).mkdir(parents=True)
+    (src / package / "__init__.py").write_text("")
+    (src / package / "plugin.py").write_text(_spelled(module, package, spelling))
+    (src / package / "envs.py").write_text(README_ENVS_MODULE.format(marker=MARKER_VAR))
+    entry_points = entry_points.replace("mypkg", package)
+    (src / "pyproject.toml").write_text(
+        README_PYPROJECT.format(package=package, entry_points=entry_points)
+    )
+
 
 @pytest.fixture(scope="module")
 def installed_plugin(tmp_path_factory) -> dict[str, str]:
-    """Build and install a real package with a treegym.envs entry point into a temp folder."""
+    """Build and install real packages with treegym.envs entry points into a temp folder: a
+    demo registering with gymnasium directly, and the README's example in both spellings."""
     root = tmp_path_factory.mktemp("plugin")
-    src, target = root / "src", root / "site"
-    src.mkdir()
-    (src / "pyproject.toml").write_text(PLUGIN_PYPROJECT)
-    (src / "treegym_plugin_demo.py").write_text(textwrap.dedent(PLUGIN_MODULE))
+    target, demo = root / "site", root / "demo"
+    demo.mkdir()
+    (demo / "pyproject.toml").write_text(DEMO_PYPROJECT)
+    (demo / "treegym_plugin_demo.py").write_text(DEMO_MODULE)
+    sources = [demo]
+    for package, spelling in README_PLUGINS.items():
+        _write_readme_plugin(root / package, package, spelling)
+        sources.append(root / package)
     subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--no-deps",
-            "--no-build-isolation",
-            "--target",
-            str(target),
-            str(src),
-        ],
-        check=True,
-        capture_output=True,
-        text=True,
-    )
+        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps",
+         "--no-build-isolation", "--target", str(target), *map(str, sources)],
+        check=True, capture_output=True, text=True,
+    )  # fmt: skip
     assert list(target.glob("treegym_plugin_demo-*.dist-info"))
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(target), env.get("PYTHONPATH")]))
@@ -122,11 +183,46 @@ def _treegym(args: list[str], env: dict[str, str]) -> subprocess.CompletedProces
     return subprocess.run([str(cli), *args], env=env, capture_output=True, text=True, timeout=600)
 
 
-def test_plugin_env_is_listed_without_importing_it(installed_plugin):
-    out = _treegym(["envs"], installed_plugin)
+def _python(code: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120
+    )
+
+
+def test_readme_plugins_load_and_are_listed_without_importing_their_envs(
+    installed_plugin, tmp_path
+):
+    env = {**installed_plugin, MARKER_VAR: str(tmp_path)}
+    out = _treegym(["envs"], env)
     assert out.returncode == 0, out.stderr
+    assert "failed to load" not in out.stderr, out.stderr
     flat = " ".join(out.stdout.split())
+    for package in README_PLUGINS:
+        row = rf"{package}/MyGame-v0 │ plugin treegym-{package}:{package} │"
+        assert re.search(row, flat), flat
     assert "plugindemo/Corridor-v0" in flat and "treegym-plugin-demo:demo" in flat
+    assert list(tmp_path.iterdir()) == []  # listing them imported no env module
+    out = _treegym(["check", "mypkg_from/MyGame-v0"], env)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert [p.name for p in tmp_path.iterdir()] == ["mypkg_from.envs"]  # the marker works
+
+
+@pytest.mark.parametrize("first", ["treegym", "mypkg_from.plugin", "mypkg.plugin"])
+def test_readme_plugins_register_whatever_is_imported_first(installed_plugin, first):
+    """A plugin module imported before treegym imports treegym, which loads the plugins while
+    that module is still running: it is loaded once it has finished, without a warning."""
+    code = (
+        "import warnings; warnings.simplefilter('error')\n"
+        f"import {first}\n"
+        "import treegym\n"
+        "ids = {e.id for e in treegym.registered_envs()}\n"
+        "assert {'mypkg/MyGame-v0', 'mypkg_from/MyGame-v0'} <= ids, ids\n"
+        "assert not treegym.envs.plugin_errors(), treegym.envs.plugin_errors()\n"
+        "print(treegym.make('mypkg_from/MyGame-v0').n_rooms)\n"
+    )
+    out = _python(code, installed_plugin)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "5"
 
 
 def test_plugin_env_passes_treegym_check(installed_plugin):
@@ -141,13 +237,7 @@ def test_plugin_env_works_with_gymnasium_make_once_treegym_is_imported(installed
         "env = gymnasium.make('plugindemo/Corridor-v0')\n"
         "print(len(env.unwrapped.layout.rooms))\n"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", code],
-        env=installed_plugin,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    out = _python(code, installed_plugin)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "6"
 

@@ -1,7 +1,10 @@
 """treegym: an agent-environment gym with a tree-rollout harness for multi-turn agentic RL.
 
 Importing ``treegym`` registers the built-in environments (``treegym/TextWorld-v0``,
-``treegym/ToyRooms-v0``) and every installed ``treegym.envs`` plugin with gymnasium.
+``treegym/ALFWorld-v0``, ``treegym/ToyRooms-v0``) and every installed ``treegym.envs`` plugin
+with gymnasium. Plugins are loaded last, once every public name below is bound, because a
+plugin's own code runs ``import treegym; treegym.register(...)`` while this module is still
+being imported.
 """
 
 from treegym.envs import (
@@ -9,6 +12,7 @@ from treegym.envs import (
     Snapshot,
     TextEnv,
     check_env,
+    load_plugins,
     make,
     register,
     registered_envs,
@@ -44,3 +48,6 @@ def __getattr__(name: str):
 
         return getattr(harness, name)
     raise AttributeError(f"module 'treegym' has no attribute {name!r}")
+
+
+load_plugins()  # last: plugins may use any name above (see the module docstring)
