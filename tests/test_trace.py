@@ -207,11 +207,23 @@ def test_unplanned_stage1_uses_the_tasks_seen_so_far(template):
 
 
 def test_default_predictor_trains_online_and_the_run_exports(template, tmp_path):
+    """One task at a time: the first task's stage-1 prediction is the prior; later tasks are
+    predicted from the back-ups of the tasks before them, which moves their prediction toward
+    the outcomes seen and changes their root allocation. A twin run that does not learn keeps
+    the prior and the allocation everywhere."""
     sampler = TraceSampler(roots=2, continuations=2)
     results = _run(template, sampler, concurrency=1)
     assert all(r.error is None for r in results)
-    assert len(sampler.predictor._x) > 0  # back-ups of the finished tasks
-    assert sampler.stats.get("toy-0")[1] >= 2
+    frozen = TraceSampler(roots=2, continuations=2, learn=False)
+    control = _run(template, frozen, concurrency=1)
+    v = {t.task_id: sampler.allocations[t.task_id]["v"] for t in TASKS}
+    assert v["toy-0"] == 0.5 and all(frozen.allocations[t]["v"] == 0.5 for t in v)
+    seen = [backups(t)[0][0] for t in results[0].trees]  # toy-0's root back-ups (outcomes)
+    observed = sum(seen) / len(seen)
+    for task in ("toy-1", "toy-2"):
+        assert abs(v[task] - observed) < abs(0.5 - observed), (v, observed)
+    roots = [len(r.trees) for r in results]
+    assert [len(r.trees) for r in control] == [2, 2, 2] and roots != [2, 2, 2], roots
     assert SAMPLERS["trace"] is TraceSampler
     with RunWriter(tmp_path / "run", sampler=sampler, tokenizer=template.tokenizer) as w:
         w.write_all(results)
