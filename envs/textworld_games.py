@@ -19,9 +19,11 @@ same spec never see half a game.
 from __future__ import annotations
 
 import argparse
+import difflib
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -43,6 +45,19 @@ CUSTOM_PARAMS: dict[str, type] = {
 }
 CUSTOM_DEFAULTS: dict[str, Any] = {"world_size": 5, "nb_objects": 10, "quest_length": 5}
 GENERATION_TIMEOUT_S = 600
+#: Largest seed: every generator seeds numpy's ``RandomState``, which takes 0..2**32-1.
+MAX_SEED = 2**32 - 1
+#: Inclusive ranges TextWorld checks only inside its generators (once a child process has
+#: started), so they are checked here first; a string bound names another parameter.
+BOUNDS: dict[str, dict[str, tuple[int | str, int | str]]] = {
+    "tw-coin_collector": {"level": (1, 300)},
+    "tw-treasure_hunter": {"level": (1, 30)},
+    "tw-cooking": {"recipe": (1, 5), "take": (0, "recipe"), "recipe_seed": (0, MAX_SEED)},
+}
+#: What a game file (not a spec) ends with; see ``textworld_env.validate_game_file``.
+_GAME_SUFFIX = re.compile(r"\.(z[1-8]|ulx|json)$", re.IGNORECASE)
+#: First line of the generator child's one-line failure reason on stderr.
+_REASON_PREFIX = "treegym-generator-error: "
 
 
 def challenge_names() -> list[str]:
@@ -85,13 +100,16 @@ class GameSpec:
         challenge = raw.pop("challenge", None)
         names = challenge_names()
         if challenge not in names:
-            raise GameGenerationError(
-                f"unknown TextWorld generator {challenge!r}; choose one of {', '.join(names)}"
-            )
+            raise _unknown_generator(challenge, names)
         seed = _to_int(raw.pop("seed", 0), "seed")
-        params = (
-            _validate_custom(raw) if challenge == "custom" else _validate_challenge(challenge, raw)
-        )
+        if not 0 <= seed <= MAX_SEED:
+            raise GameGenerationError(
+                f"game spec seed must be in [0, {MAX_SEED}] (numpy's RandomState), got {seed}"
+            )
+        if challenge == "custom":
+            params = _validate_custom(raw)
+        else:
+            params = _check_bounds(challenge, _validate_challenge(challenge, raw))
         return cls(challenge, seed, tuple(sorted(params.items())))
 
     @property
@@ -113,13 +131,20 @@ class GameSpec:
 
 
 def is_spec(task: Any) -> bool:
-    """Whether ``task`` reads as a generator spec rather than a game file path."""
+    """Whether ``task`` is meant as a generator spec rather than a game file path.
+
+    A string is a spec unless it reads as a file: a folder part, a game-file suffix, or an
+    existing path. So a mistyped spec (``tw-cookin:recipe=1``, ``tw-cooking recipe=1``) is
+    parsed, and refused as an unknown generator, rather than looked up as a missing file.
+    """
     if isinstance(task, Mapping):
         return True
     if not isinstance(task, str):
         return False
-    name = task.partition(":")[0].strip()
-    return name in challenge_names()
+    if task.partition(":")[0].strip() in challenge_names():
+        return True
+    text = task.strip()
+    return not ("/" in text or os.sep in text or _GAME_SUFFIX.search(text) or Path(text).exists())
 
 
 def make_game(spec: str | Mapping[str, Any] | GameSpec, cache: Path | None = None) -> Path:
@@ -143,9 +168,8 @@ def make_game(spec: str | Mapping[str, Any] | GameSpec, cache: Path | None = Non
             timeout=GENERATION_TIMEOUT_S,
         )
         if proc.returncode != 0 or not (tmp / "game.z8").is_file():
-            tail = (proc.stderr or proc.stdout).strip().splitlines()[-5:]
             raise GameGenerationError(
-                f"TextWorld could not make {spec.canonical!r}: " + " | ".join(tail)
+                f"TextWorld could not make {spec.canonical!r}: {_failure_reason(proc)}"
             )
         for extra in tmp.iterdir():
             if extra.name not in ("game.z8", "game.json"):
@@ -165,7 +189,43 @@ def make_game(spec: str | Mapping[str, Any] | GameSpec, cache: Path | None = Non
     return game
 
 
+def _failure_reason(proc: subprocess.CompletedProcess[str]) -> str:
+    """The generator's own one-line reason (see ``__main__``), else its output's last line."""
+    lines = (proc.stderr or proc.stdout or "").strip().splitlines()
+    reasons = [line[len(_REASON_PREFIX) :] for line in lines if line.startswith(_REASON_PREFIX)]
+    if reasons:
+        return reasons[-1]
+    return lines[-1] if lines else f"the generator exited with status {proc.returncode}"
+
+
 # ---------------------------------------------------------------------------- validation
+def _unknown_generator(name: Any, names: list[str]) -> GameGenerationError:
+    """The error for a spec whose generator is not one of ``names``, with the likely fix (a
+    typo, or a space where the colon goes: ``tw-cooking recipe=1``)."""
+    words = str(name).split()
+    close = difflib.get_close_matches(words[0], names, n=1) if words else []
+    hint = ""
+    if close and len(words) > 1:
+        hint = f"; did you mean '{close[0]}:{','.join(words[1:])}'? (a spec is NAME:key=value,...)"
+    elif close:
+        hint = f"; did you mean {close[0]!r}?"
+    return GameGenerationError(
+        f"unknown TextWorld generator {name!r}; choose one of {', '.join(names)}{hint}"
+    )
+
+
+def _check_bounds(name: str, params: dict[str, Any]) -> dict[str, Any]:
+    for key, (low, high) in BOUNDS.get(name, {}).items():
+        lo = params[low] if isinstance(low, str) else low
+        hi = params[high] if isinstance(high, str) else high
+        if not lo <= params[key] <= hi:
+            named = f" (at most {high!r})" if isinstance(high, str) else ""
+            raise GameGenerationError(
+                f"{name!r} parameter {key!r} must be in [{lo}, {hi}]{named}, got {params[key]}"
+            )
+    return params
+
+
 def _to_int(value: Any, name: str) -> int:
     try:
         if isinstance(value, bool):
@@ -277,4 +337,9 @@ def _generate_here(spec: dict[str, Any]) -> None:
 
 
 if __name__ == "__main__":
-    _generate_here(json.loads(sys.argv[1]))
+    try:
+        _generate_here(json.loads(sys.argv[1]))
+    except Exception as exc:  # the parent reports this line, not a traceback tail
+        reason = " ".join(f"{type(exc).__name__}: {exc}".split())
+        print(f"{_REASON_PREFIX}{reason}", file=sys.stderr)
+        sys.exit(1)
