@@ -6,7 +6,6 @@ from __future__ import annotations
 import gc
 import random
 import threading
-import time
 
 from treegym.envs.alfworld_env import ALFWorldEnv
 from treegym.envs.checker import play
@@ -61,10 +60,8 @@ def test_fork_shares_the_loaded_game_and_stays_isolated(alfworld_tasks):
     before = env.snapshot()
     expected = play(env, ["look", "inventory"])
     env.restore(before)
-    t = time.perf_counter()
     twin = env.fork()
-    assert time.perf_counter() - t < 0.2  # no PDDL translation, no library copy
-    assert twin._game is env._game
+    assert twin._game is env._game  # the loaded game is shared: no PDDL translation again
     walk(twin, twin.step("look")[4], random.Random(5), 6)
     assert play(env, ["look", "inventory"]) == expected
     twin.restore(before)

@@ -1,11 +1,11 @@
 """treegym's ALFWorld step against TextWorld's stock PddlEnv (+ ALFWorld's AlfredDemangler):
-identical observations, admissible commands and rewards on random walks, at least 3x faster;
-expert plans that win from anywhere and are as short as the stock planner's."""
+identical observations, admissible commands and rewards on random walks; expert plans that win
+from anywhere and are as short as the stock planner's. How much faster a step is, is measured
+by ``bench/alfworld_forking.py`` ("step speedup over stock PddlEnv"), not asserted here."""
 
 from __future__ import annotations
 
 import random
-import time
 
 import pytest
 import textworld
@@ -54,7 +54,7 @@ def mixed_walk(path: str, seed: int, steps: int = 60) -> list[str]:
         ("pick_two_obj_and_place", 2),
     ],
 )
-def test_random_walks_match_the_stock_pddl_env_and_are_3x_faster(alfworld_tasks, task_type, seed):
+def test_random_walks_match_the_stock_pddl_env(alfworld_tasks, task_type, seed):
     path = alfworld_tasks[task_type]
     commands = mixed_walk(path, seed)
     stock = stock_env(path)
@@ -63,18 +63,12 @@ def test_random_walks_match_the_stock_pddl_env_and_are_3x_faster(alfworld_tasks,
     obs, info = ours.reset(seed=0)
     assert obs == state.feedback
     assert info["admissible_commands"] == state.admissible_commands
-    stock_s = ours_s = 0.0
     for step, command in enumerate(commands):
-        t = time.perf_counter()
         state, stock_reward, done = stock.step(command)
-        stock_s += time.perf_counter() - t
-        t = time.perf_counter()
         obs, reward, terminated, _, info = ours.step(command)
-        ours_s += time.perf_counter() - t
         assert obs == state.feedback, f"step {step}: {command!r}"
         assert info["admissible_commands"] == state.admissible_commands, f"step {step}"
         assert (reward, terminated, info["won"]) == (float(stock_reward), done, state["won"])
-    assert stock_s / ours_s >= 3, f"stock {stock_s:.3f}s vs treegym {ours_s:.3f}s"
 
 
 @pytest.mark.parametrize("seed", range(3))

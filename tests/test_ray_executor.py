@@ -62,8 +62,18 @@ class _KillingExecutor(RayExecutor):
         if self.killed is None and state.worker == 1 and self.steps >= self.after:
             self.killed = self.names[1]
             ray.kill(self.actors[1], no_restart=True)
-            await asyncio.sleep(0.2)
+            await _dead(self.actors[1])
         return await super().step(state, action)
+
+
+async def _dead(actor, limit: int = 1000) -> None:
+    """Return once ``actor`` answers a ping with its death (``ray.kill`` is asynchronous)."""
+    for _ in range(limit):
+        try:
+            await actor.ping.remote()
+        except ray.exceptions.RayActorError:
+            return
+    raise AssertionError("the killed actor still answers")
 
 
 def _killed_run(template, **kw):  # noqa: F811
