@@ -3,12 +3,15 @@
 The mix is chosen for *reward contrast*: tasks on which a sampled policy sometimes wins and
 sometimes loses. Per env, :func:`embedded_task` draws a task from a seed:
 
-* TextWorld: ``tw-cooking`` (1–3 ingredients, 1, 6 or 9 rooms, closed or open containers),
-  ``tw-coin_collector`` (levels 1–10) and ``tw-treasure_hunter`` (levels 1–20);
+* TextWorld: ``tw-cooking`` (1–2 ingredients, 1 or 6 rooms, closed or open containers),
+  ``tw-coin_collector`` (levels 1–6) and ``tw-treasure_hunter`` (levels 1–10) — harder levels
+  (3 ingredients, 9 rooms, treasure hunts of 15+ steps) left a 3.6M-parameter model at ≈ 10%
+  success, with no contrast to learn from;
 * ALFWorld: generated tasks of all six types (ALFWorld's splits: ``train`` floor plans for
   training seeds, ``eval_in_distribution`` for the others).
 
-Seeds: :data:`TRAIN_SEEDS` make training data, :data:`VALID_SEEDS` choose the checkpoint,
+Seeds: :data:`TRAIN_SEEDS` make training data (RL rounds use :data:`RL_SEEDS`, a part of them
+the supervised data never reaches), :data:`VALID_SEEDS` choose the checkpoint,
 :data:`EVAL_SEEDS` are held out for evaluation and are what ``treegym collect --tasks
 embedded`` draws (never seen in training or checkpoint choice).
 
@@ -29,6 +32,9 @@ from .alfworld_files import TASK_TYPES
 from .errors import GameGenerationError
 
 TRAIN_SEEDS = range(0, 10_000)
+RL_SEEDS = range(5_000, 10_000)
+"""Training-distribution seeds for RL rounds (``treegym train``): the supervised data uses only
+the first few hundred training seeds."""
 EVAL_SEEDS = range(10_000, 20_000)
 VALID_SEEDS = range(20_000, 30_000)
 
@@ -62,15 +68,15 @@ def embedded_task(env: str, seed: int) -> EmbeddedTask:
         raise ValueError(f"no embedded task mix for env {env!r}; choose one of {', '.join(ENVS)}")
     family = ("tw-cooking", "tw-coin_collector", "tw-treasure_hunter")[seed % 3]
     if family == "tw-cooking":
-        recipe = rng.choice([1, 1, 2, 2, 3])
+        recipe = rng.choice([1, 1, 2])
         params = (
-            f"recipe={recipe},take={rng.randint(1, recipe)},go={rng.choice([1, 6, 9])},"
+            f"recipe={recipe},take={rng.randint(1, recipe)},go={rng.choice([1, 6])},"
             f"open={rng.choice(['true', 'false'])}"
         )
     elif family == "tw-coin_collector":
-        params = f"level={rng.randint(1, 10)}"
+        params = f"level={rng.randint(1, 6)}"
     else:
-        params = f"level={rng.randint(1, 20)}"
+        params = f"level={rng.randint(1, 10)}"
     return EmbeddedTask(env, family, f"{family}:{params},seed={seed}", seed)
 
 

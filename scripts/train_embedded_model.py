@@ -48,6 +48,8 @@ from treegym.policies.scripted import ScriptedPolicy
 from treegym.policies.tokenizer import train_react_tokenizer
 
 TEMPLATE_SETTINGS = {"show_admissible": False}
+DETOUR = {"alfworld": 0.5}
+"""Per env: how often the data's expert searches before going where the plan says."""
 
 
 def make_env(env: str, path: Path):
@@ -61,6 +63,33 @@ def make_env(env: str, path: Path):
     return TextWorldEnv(str(path), max_episode_steps=steps)
 
 
+SEARCH_THOUGHT = "let me look around"
+
+
+def searching(chooser: ScriptedPolicy, info: dict, last_obs: str, was_detour: bool,
+              rng: random.Random, detour: float) -> tuple[str, str]:  # fmt: skip
+    """The noisy expert, made to search like an agent that cannot see where things are.
+
+    ALFWorld's expert plan walks straight to the receptacle that holds the object, which the
+    observations never reveal: imitating it teaches a model to guess. Here, when the plan's
+    next step goes somewhere, the expert first visits another receptacle with probability
+    ``detour`` (and opens it when it is closed), so the data shows searching: go, look, go
+    on until the object is in sight (the plan is recomputed from wherever the search got to).
+    """
+    admissible = info.get("admissible_commands") or []
+    plan = info.get("expert_plan") or []
+    if was_detour and "is closed" in last_obs:
+        target = next((c for c in admissible if c.startswith("open ")), None)
+        if target is not None and rng.random() < 0.8:
+            return target, SEARCH_THOUGHT
+    if plan and plan[0].startswith("go to ") and rng.random() < detour:
+        others = [c for c in admissible if c.startswith("go to ") and c != plan[0]]
+        if others:
+            return rng.choice(others), SEARCH_THOUGHT
+    action, _, thought = chooser.choose(info, rng)
+    return action, thought
+
+
 def play_task(job: tuple[str, int, int, float, int]) -> tuple[list, int]:
     """Episodes of one task as ``[(text piece, is_generated)]`` lists, and the expert's wins."""
     env_name, task_seed, episodes, epsilon, seed = job
@@ -68,12 +97,15 @@ def play_task(job: tuple[str, int, int, float, int]) -> tuple[list, int]:
     template = ReActTemplate(tokenizer=None, **TEMPLATE_SETTINGS)
     chooser = ScriptedPolicy(template, "expert", epsilon=epsilon, seed=seed)
     rng = random.Random(f"{seed}:{task.spec}")
+    detour = DETOUR.get(env_name, 0.0)
     env, out, wins = make_env(env_name, path), [], 0
     for _ in range(episodes):
         obs, info = env.reset(seed=rng.randrange(2**31 - 1))
         pieces = [(template.prompt_text(obs), 0)]
+        thought = ""
         while True:
-            action, _, thought = chooser.choose(info, rng)
+            action, thought = searching(chooser, info, obs, thought == SEARCH_THOUGHT, rng,
+                                        detour)  # fmt: skip
             pieces.append((ReActTemplate.assistant_text(thought, action), 1))
             obs, _, terminated, truncated, info = env.step(action)
             pieces.append((template.observation_text(obs), 0))
@@ -213,7 +245,7 @@ def contrast_score(summary: dict) -> float:
     return sum(s["mixed_task_share"] for s in summary.values()) / len(summary)
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     ap.add_argument("--out", type=Path, default=Path("data/embedded"))
@@ -234,10 +266,12 @@ def main() -> None:
     ap.add_argument("--valid-tasks", type=int, default=24, help="validation tasks per env")
     ap.add_argument("--valid-episodes", type=int, default=6)
     ap.add_argument("--workers", type=int, default=2)
-    args = ap.parse_args()
-    torch.manual_seed(args.seed)
+    return ap.parse_args()
+
+
+def prepare_and_train(args: argparse.Namespace, work: Path) -> dict:
+    """Data, tokenizer, model, checkpoints under ``work``; the training record."""
     t0 = time.time()
-    work = args.out.with_name(args.out.name + ".work")
     tasks = [("textworld", s) for s in TRAIN_SEEDS[: args.textworld_tasks]]
     tasks += [("alfworld", s) for s in TRAIN_SEEDS[: args.alfworld_tasks]]
     episodes, wins = collect(tasks, args.episodes_per_task, args.epsilon, args.seed, args.workers)
@@ -264,20 +298,10 @@ def main() -> None:
     model = LlamaForCausalLM(config)
     n_params = sum(p.numel() for p in model.parameters())
     print(f"model: {n_params / 1e6:.2f}M parameters", flush=True)
-    checkpoints, record = train(model, data, tokenizer, args, work)
-    validation = {}
-    for ckpt in checkpoints:
-        validation[ckpt.name] = asyncio.run(
-            validate(ckpt, args.valid_tasks, args.valid_episodes, args.seed)
-        )
-        print(f"{ckpt.name}: {json.dumps(validation[ckpt.name])}", flush=True)
-    best = max(checkpoints, key=lambda c: (contrast_score(validation[c.name]), c.name))
-    if args.out.exists():
-        shutil.rmtree(args.out)
-    shutil.copytree(best, args.out)
-    record = {
+    checkpoints, trained = train(model, data, tokenizer, args, work)
+    return {
         "seed": args.seed,
-        "task_mix": "treegym.policies.embedded.embedded_task (textworld + alfworld)",
+        "task_mix": "treegym.envs.embedded_mix.embedded_task (textworld + alfworld)",
         "train_seeds": {
             "textworld": [0, args.textworld_tasks],
             "alfworld": [0, args.alfworld_tasks],
@@ -290,12 +314,41 @@ def main() -> None:
         "expert_wins_in_data": wins,
         "epsilon": args.epsilon,
         "parameters": n_params,
-        **record,
-        "checkpoint": best.name,
-        "validation": validation,
-        "minutes": round((time.time() - t0) / 60, 1),
+        **trained,
+        "checkpoints": [c.name for c in checkpoints],
+        "data_and_train_minutes": round((time.time() - t0) / 60, 1),
         "args": {k: str(v) for k, v in vars(args).items()},
     }
+
+
+def main() -> None:
+    """Each stage's result is kept under ``OUT.work`` (training record, each checkpoint's
+    validation), so an interrupted run continues where it stopped."""
+    args = parse_args()
+    torch.manual_seed(args.seed)
+    work = args.out.with_name(args.out.name + ".work")
+    record_file, valid_file = work / "record.json", work / "validation.json"
+    if record_file.is_file():
+        record = json.loads(record_file.read_text())
+    else:
+        record = prepare_and_train(args, work)
+        record_file.write_text(json.dumps(record, indent=2) + "\n")
+    validation = json.loads(valid_file.read_text()) if valid_file.is_file() else {}
+    t0 = time.time()
+    for name in record["checkpoints"]:
+        if name not in validation:
+            result = asyncio.run(validate(work / "checkpoints" / name, args.valid_tasks,
+                                          args.valid_episodes, args.seed))  # fmt: skip
+            validation[name] = result
+            valid_file.write_text(json.dumps(validation, indent=2) + "\n")
+        print(f"{name}: {json.dumps(validation[name])}", flush=True)
+    best = max(record["checkpoints"], key=lambda c: (contrast_score(validation[c]), c))
+    if args.out.exists():
+        shutil.rmtree(args.out)
+    shutil.copytree(work / "checkpoints" / best, args.out)
+    record.update(
+        checkpoint=best, validation=validation, validation_minutes=round((time.time() - t0) / 60, 1)
+    )
     (args.out / "training.json").write_text(json.dumps(record, indent=2) + "\n")
     print(json.dumps({k: v for k, v in record.items() if k != "validation"}, indent=2))
 
