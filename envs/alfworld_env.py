@@ -26,14 +26,15 @@ from __future__ import annotations
 import functools
 import os
 from collections import OrderedDict
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .alfworld_engine import NOTHING_HAPPENS, Options, PddlGame, Position, load_game
 from .alfworld_expert import expert_for
-from .alfworld_files import GAME_FILE, GameFile, read_game_file
-from .alfworld_tasks import resolve_task
+from .alfworld_files import GAME_FILE, GameFile, is_spec, read_game_file
+from .alfworld_tasks import parse_spec, resolve_task
 from .core import TextEnv
 from .errors import GameFileError, ResetNeededError
 from .snapshot import Snapshot
@@ -76,6 +77,16 @@ class ALFWorldEnv(TextEnv):
         self._load(self.default_task)
 
     # ------------------------------------------------------------------ loading
+    @classmethod
+    def validate_task(cls, options: Mapping[str, Any]) -> None:
+        """A generator spec is parsed (task type, seed, split), a path must exist; neither is
+        generated or read."""
+        task = options.get("task")
+        if is_spec(task):
+            parse_spec(task)
+        elif task is not None:
+            resolve_task(task)
+
     def _load(self, task: Any) -> None:
         game_file = _read(resolve_task(task))
         if self._game is not None and self._game.game.sha == game_file.sha:

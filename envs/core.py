@@ -142,6 +142,13 @@ class TextEnv(gymnasium.Env[str, str]):
         self._fingerprint_cache: tuple[Any, str] | None = None
 
     # ------------------------------------------------------------------ subclass hooks
+    @classmethod
+    def validate_task(cls, options: Mapping[str, Any]) -> None:
+        """Refuse reset ``options`` whose task cannot load, cheaply and without an instance
+        (``treegym collect`` checks every task before workers start); raise a
+        :class:`TextEnvError` naming the problem. The default accepts anything (``reset``
+        finds out)."""
+
     def _reset(self, seed: int, options: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         raise NotImplementedError
 

@@ -23,6 +23,7 @@ import hashlib
 import os
 import re
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -150,6 +151,16 @@ class TextWorldEnv(TextEnv):
         self._load(self.default_task)
 
     # ------------------------------------------------------------------ game loading
+    @classmethod
+    def validate_task(cls, options: Mapping[str, Any]) -> None:
+        """A generator spec is parsed, a game file checked as :meth:`reset` would; no game is
+        made."""
+        task = options.get("task")
+        if is_spec(task):
+            GameSpec.parse(task)
+        elif task is not None:
+            validate_game_file(resolve_game(task))
+
     def _load(self, task: Any) -> None:
         path = resolve_game(task)
         digest = validate_game_file(path)

@@ -1,11 +1,14 @@
 """Collecting a run folder: the loop every collector runs (``treegym collect``, the examples,
 a trainer's data job).
 
-:func:`collect` opens a :class:`~treegym.harness.export.RunWriter` for the runner, skips the
-tasks the folder already holds (``resume``), streams every finished task to disk, closes the
-executor and the policy, and finalizes the folder. A :class:`Meter` attached to the runner
-counts what is happening *inside* tasks (tokens generated, prompt and cached tokens, env steps,
-trajectories ended) so a progress display can show more than finished tasks.
+:func:`collect` first asks the policy whether it can answer (``Policy.probe``: a server that
+is down fails here, in one line, before the folder is touched), opens a
+:class:`~treegym.harness.export.RunWriter` for the runner, skips the tasks the folder already
+holds (``resume``), streams every finished task to disk, closes the executor and the policy,
+and finalizes the folder. A :class:`Meter` attached to the runner counts what is happening
+*inside* tasks (tokens generated, prompt and cached tokens, env steps, trajectories ended) so a
+progress display can show more than finished tasks, and what failed (tasks, branches, the first
+error of each) so a run that produced nothing can say so.
 
 ``force`` follows the command line's meaning: with ``resume`` it continues a run whose
 identity differs (the writer's ``force``); without ``resume`` it replaces the run in the folder
@@ -61,6 +64,10 @@ class Meter:
     tasks_total: int = 0
     tasks_done: int = 0
     tasks_failed: int = 0
+    failed_leaves: int = 0
+    """Branches that ended ``failed`` (an env or policy error), in finished tasks."""
+    first_task_error: str | None = None
+    first_branch_error: str | None = None
     leaves_total: int = 0
     generated_tokens: int = 0
     prompt_tokens: int = 0
@@ -82,12 +89,28 @@ class Meter:
     def task_done(self, result: TaskResult) -> None:
         """Replace the live estimate of a finished task's trajectories by its exact count."""
         self.tasks_done += 1
-        self.tasks_failed += result.error is not None
+        task = result.task.task_id
+        if result.error is not None:
+            self.tasks_failed += 1
+            self.first_task_error = self.first_task_error or f"task {task!r}: {result.error}"
         for tree in result.trees:
             self._exact_leaves += len(tree.leaves())
             self._ended_in_done_tasks += sum(
                 n.ended in ("terminated", "truncated") for n in tree.nodes
             )
+            for leaf in tree.leaves():
+                if leaf.ended == "failed":
+                    self.failed_leaves += 1
+                    self.first_branch_error = (
+                        self.first_branch_error or f"task {task!r}: {leaf.error}"
+                    )
+
+    @property
+    def produced_nothing(self) -> bool:
+        """Whether something failed and every task and branch finished so far failed: the
+        session wrote no trajectory a trainer could use."""
+        failed = self.tasks_failed or self.failed_leaves
+        return bool(failed) and self.failed_leaves == self._exact_leaves
 
     @property
     def leaves_done(self) -> int:
@@ -117,6 +140,9 @@ class _MeteredPolicy(Policy):
 
     def identity(self) -> dict[str, Any]:
         return self.inner.identity()
+
+    async def probe(self) -> None:
+        await self.inner.probe()
 
     async def aclose(self) -> None:
         await self.inner.aclose()
@@ -221,19 +247,24 @@ async def collect(
     extra_manifest: Mapping[str, Any] | None = None,
     on_start: Callable[[RunWriter, list[Task]], None] | None = None,
     on_result: Callable[[dict[str, Any], TaskResult], None] | None = None,
+    close_policy: bool = True,
 ) -> Collected:
     """Run ``tasks`` into the run folder ``out`` and return what was done.
 
-    ``writer`` may be opened beforehand with :func:`open_writer` (to report folder errors
-    before any work starts); otherwise it is opened here. ``extra_manifest`` keys are stored in
+    The policy is probed first (a :class:`~treegym.policies.PolicyError` from ``probe`` is
+    raised before the folder is touched). ``writer`` may be opened beforehand with
+    :func:`open_writer` (to report folder errors before any work starts); otherwise it is
+    opened here. ``extra_manifest`` keys are stored in
     the manifest (not part of the run's identity, so they may change between sessions); a
     ``collect`` entry accumulates ``sessions`` and ``wall_s`` across resumed sessions. The
-    executor and the policy are closed at the end, whatever happens; an exception leaves the
+    executor and (unless ``close_policy`` is false: ``treegym train`` keeps its engine across
+    rounds) the policy are closed at the end, whatever happens; an exception leaves the
     finished tasks on disk for ``resume``.
     """
     t0 = time.perf_counter()
     meter = meter or Meter()
     try:
+        await runner.policy.probe()
         if writer is None:
             writer = open_writer(out, runner, config=config, resume=resume, force=force)
         with contextlib.closing(writer):
@@ -267,8 +298,9 @@ async def collect(
     finally:
         with contextlib.suppress(Exception):
             await runner.executor.close()
-        with contextlib.suppress(Exception):
-            await runner.policy.aclose()
+        if close_policy:
+            with contextlib.suppress(Exception):
+                await runner.policy.aclose()
     return Collected(
         manifest, Path(out), len(tasks) - len(todo), written, time.perf_counter() - t0, meter
     )

@@ -2,44 +2,25 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from treegym import config as config_mod
+from treegym.cli_options import console, err_console, fail, parse_kwargs
+from treegym.train_cli import train_command
 
 app = typer.Typer(
     help="treegym: tree rollouts for multi-turn agentic RL over snapshot-able text envs.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
-console = Console()
-err_console = Console(stderr=True)
+_fail, _parse_kwargs = fail, parse_kwargs
+app.command("train")(train_command)
 
 DEFAULT_DEMO_GAME = "tw-cooking:recipe=2,take=1,go=6,seed=7"
-
-
-def _fail(message: str, code: int = 2) -> None:
-    err_console.print(f"[red]error:[/] {message}", highlight=False, soft_wrap=True)
-    raise typer.Exit(code)
-
-
-def _parse_kwargs(pairs: list[str]) -> dict[str, Any]:
-    """``key=value`` pairs; values are JSON when they parse as JSON, strings otherwise."""
-    out: dict[str, Any] = {}
-    for pair in pairs:
-        key, eq, value = pair.partition("=")
-        if not eq or not key:
-            _fail(f"--kwarg takes key=value, got {pair!r}")
-        try:
-            out[key] = json.loads(value)
-        except json.JSONDecodeError:
-            out[key] = value
-    return out
 
 
 @app.command("envs")
@@ -68,9 +49,11 @@ def check_command(
         list[str],
         typer.Option("--kwarg", "-k", help="Constructor argument key=value (repeatable)."),
     ] = [],  # noqa: B006 - typer needs a literal default
-    seed: Annotated[int, typer.Option(help="Seed of the checked trajectories.")] = 0,
-    trials: Annotated[int, typer.Option(help="Random snapshot depths per check.")] = 3,
-    horizon: Annotated[int, typer.Option(help="Steps per reference trajectory.")] = 20,
+    seed: Annotated[int, typer.Option(help="First seed of the checked walks.")] = 0,
+    seeds: Annotated[int, typer.Option(help="Consecutive seeds checked.")] = 3,
+    trials: Annotated[int, typer.Option(help="Branch depths per seed.")] = 3,
+    branches: Annotated[int, typer.Option(help="Branches per depth.")] = 3,
+    horizon: Annotated[int, typer.Option(help="Steps per walk (trunk and branches).")] = 30,
     skip: Annotated[list[str], typer.Option(help="Check to skip (repeatable).")] = [],  # noqa: B006
 ) -> None:
     """Check that ENV_ID keeps the snapshot/restore contract; exit 1 on any failure."""
@@ -82,7 +65,9 @@ def check_command(
         report = check_env(
             env_id,
             seed=seed,
+            seeds=seeds,
             trials=trials,
+            branches=branches,
             horizon=horizon,
             env_kwargs=_parse_kwargs(kwarg),
             skip=skip,
@@ -97,6 +82,7 @@ def check_command(
         detail = r.detail + (f"\nfirst divergence: {r.divergence}" if r.divergence else "")
         table.add_row(r.name, f"[{colour[r.status]}]{r.status}[/]", detail)
     console.print(table)
+    console.print(f"coverage: {report.coverage}", highlight=False)
     console.print("[green]all checks passed[/]" if report.passed else "[red]some checks failed[/]")
     raise typer.Exit(0 if report.passed else 1)
 
@@ -222,136 +208,6 @@ def _serve_vllm(path: str, host: str, port: int, extra: list[str]) -> None:
 
 
 # ---------------------------------------------------------------------- collect
-def _check_env_id(env_id: str) -> None:
-    import difflib
-
-    import gymnasium
-
-    import treegym.envs  # noqa: F401 - registers the built-in and plugin envs
-
-    if env_id not in gymnasium.registry:
-        close = difflib.get_close_matches(env_id, list(gymnasium.registry), n=3, cutoff=0.5)
-        hint = f"; did you mean {', '.join(close)}?" if close else "; see `treegym envs`"
-        _fail(f"unknown env id {env_id!r}{hint}")
-
-
-def _folder_precheck(out: Any, resume: bool, force: bool) -> None:
-    """Refuse a folder holding a run (or anything) before models load and workers spawn."""
-    from treegym.harness.export import MANIFEST, read_manifest
-
-    if not out.exists():
-        return
-    if not out.is_dir():
-        _fail(f"--out {out} is a file, not a run folder")
-    entries = [p for p in out.iterdir() if p.name != ".writer.lock"]
-    if not entries:
-        return
-    try:
-        manifest = read_manifest(out) if (out / MANIFEST).exists() else None
-    except Exception as exc:
-        _fail(str(exc))
-    if manifest is None or manifest.get("format") != "treegym-run":
-        _fail(f"--out {out} is not empty and is not a treegym run folder; choose another --out")
-    if not resume and not force:
-        _fail(
-            f"--out {out} already holds run {manifest.get('run_id')}; pass --resume to continue "
-            "it, --force to replace it, or choose another --out"
-        )
-
-
-class _Progress:
-    """The live display: tasks and trajectories done/total, tokens, cache hits, env steps/s."""
-
-    def __init__(self, meter: Any, quiet: bool) -> None:
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
-
-        self.meter = meter
-        self.progress = Progress(
-            TextColumn("{task.description:<12}"),
-            BarColumn(bar_width=28),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            TextColumn("ETA"),
-            TimeRemainingColumn(),
-            TextColumn("{task.fields[stats]}"),
-            console=console,
-            disable=quiet or not console.is_terminal,
-            refresh_per_second=4,
-        )
-        self.lines = not quiet and not console.is_terminal  # logs, CI: a line per 10% of tasks
-        self.tasks = self.progress.add_task("tasks", total=None, stats="")
-        self.leaves = self.progress.add_task("trajectories", total=None, stats="")
-
-    def start(self, writer: Any, todo: list) -> None:
-        m = self.meter
-        self.progress.update(self.tasks, total=m.tasks_total, completed=m.tasks_done)
-        self.progress.update(self.leaves, total=m.leaves_total, completed=0)
-
-    def on_result(self, entry: dict, result: Any) -> None:
-        m = self.meter
-        step = max(1, m.tasks_total // 10)
-        if self.lines and (m.tasks_done % step == 0 or m.tasks_done == m.tasks_total):
-            console.print(
-                f"{m.tasks_done}/{m.tasks_total} tasks · {m.leaves_done} trajectories · "
-                f"{m.generated_tokens:,} tokens · prefix cache {100 * m.cache_hit_rate:.0f}% · "
-                f"{m.env_steps / max(m.elapsed, 1e-9):,.1f} env steps/s · {m.elapsed:,.0f} s",
-                highlight=False,
-                soft_wrap=True,
-            )
-
-    def refresh(self) -> None:
-        m = self.meter
-        elapsed = max(m.elapsed, 1e-9)
-        stats = (
-            f"{m.generated_tokens:,} tokens ({m.generated_tokens / elapsed:,.0f}/s) · "
-            f"prefix cache {100 * m.cache_hit_rate:.0f}% · "
-            f"{m.env_steps / elapsed:,.1f} env steps/s"
-        )
-        failed = f" ({m.tasks_failed} failed)" if m.tasks_failed else ""
-        self.progress.update(self.tasks, completed=m.tasks_done, stats=failed)
-        self.progress.update(self.leaves, completed=min(m.leaves_done, m.leaves_total or 0),
-                             stats=stats)  # fmt: skip
-
-    async def ticking(self, coro: Any) -> Any:
-        import asyncio
-
-        async def tick() -> None:
-            while True:
-                self.refresh()
-                await asyncio.sleep(0.25)
-
-        ticker = asyncio.ensure_future(tick())
-        try:
-            return await coro
-        finally:
-            ticker.cancel()
-            self.refresh()
-
-
-def _print_summary(run_path: Any, title: str, write_report: bool = True) -> None:
-    from treegym.harness import RunLoadError, load_run
-    from treegym.report import files_of, rich_summary, summarize, write_html
-
-    try:
-        run = load_run(run_path)
-    except RunLoadError as exc:
-        _fail(str(exc))
-    if write_report and run.ledger:
-        _, (summary,) = write_html([run], run_path / "report.html")
-    else:
-        summary = summarize(run)
-    console.print(rich_summary([summary], title=title))
-    for name, path in files_of(run_path):
-        console.print(f"  {name:<16} {path}", highlight=False, soft_wrap=True)
-
-
 @app.command("collect")
 def collect_command(
     env: Annotated[
@@ -477,23 +333,10 @@ def collect_command(
 
     With no arguments: 4 held-out games of the embedded model's tw-cooking family, the
     Tree-GRPO sampler in its published setting (M=2 N=2 L=1 K=3), the embedded model, into
-    runs/<timestamp> (about a minute on 2 CPU cores).
+    runs/<timestamp> (about a minute on 2 CPU cores). Exit code 2: refused before the run
+    (bad input, a policy that does not answer); 1: every task or branch failed.
     """
-    import asyncio
-    import time
-
-    from treegym.config import (
-        ConfigError,
-        build_executor,
-        build_policy,
-        prepare_tasks,
-        resolve_config,
-        task_list,
-    )
-    from treegym.envs import TextEnvError
-    from treegym.harness import ExportError, Runner, Task
-    from treegym.harness.collect import Meter, collect, open_writer
-    from treegym.policies import SamplingParams
+    from treegym.collect_job import run_collect
 
     overrides: dict[str, Any] = {
         "env": env, "tasks": tasks, "n_tasks": n_tasks, "task_seed": task_seed,
@@ -505,107 +348,25 @@ def collect_command(
         "seed": seed, "out": out, "name": name,
     }  # fmt: skip
     try:
-        cfg, _ = resolve_config(
+        cfg, _ = config_mod.resolve_config(
             config,
             overrides,
             env_kwargs=_parse_kwargs(kwarg),
             sampler_params=_parse_kwargs(param),
             gate_params=_parse_kwargs(gate_param),
         )
-    except ConfigError as exc:
+        code = run_collect(cfg, resume=resume, force=force, quiet=quiet, console=console,
+                           err_console=err_console)  # fmt: skip
+    except config_mod.ConfigError as exc:
         _fail(str(exc))
-    _check_env_id(cfg.env)
-    try:
-        task_specs = task_list(cfg)
-    except (ConfigError, TextEnvError) as exc:
-        _fail(str(exc))
-    if resume and cfg.out is None and cfg.name is None:
-        _fail("--resume needs the run folder: --out RUN (or --name NAME)")
-    run_path = cfg.out_path()
-    _folder_precheck(run_path, resume, force)
-
-    t0 = time.perf_counter()
-    with console.status(f"making {len(task_specs)} tasks and loading the policy …") as status:
-        done = [0]
-
-        def made() -> None:
-            done[0] += 1
-            status.update(f"made {done[0]}/{len(task_specs)} games …")
-
-        try:
-            task_specs = prepare_tasks(cfg, task_specs, made)
-            pol, template = build_policy(cfg)
-        except (ConfigError, TextEnvError) as exc:
-            _fail(str(exc))
-        try:
-            executor: Any = build_executor(cfg)
-        except ConfigError as exc:
-            _fail(str(exc))
-        runner = Runner(
-            policy=pol, template=template, executor=executor, sampler=cfg.build_sampler(),
-            sampling=SamplingParams(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature),
-            context_length=cfg.context_length, token_budget=cfg.token_budget,
-            concurrency=cfg.concurrency, seed=cfg.seed,
-        )  # fmt: skip
-    run_config = {"env": cfg.env, "env_kwargs": cfg.env_kwargs, "collect": cfg.identity()}
-    try:
-        writer = open_writer(run_path, runner, config=run_config, resume=resume, force=force)
-    except ExportError as exc:
-        asyncio.run(executor.close())
-        message = str(exc).replace("force=True", "--force").replace("resume=True", "--resume")
-        _fail(message)
-    tasks_ = [Task(task_id, {"task": task}, seed=s) for task_id, task, s in task_specs]
-    console.print(
-        f"collecting {len(tasks_)} tasks of {cfg.env} with {cfg.sampler} "
-        f"{cfg.resolved_sampler_params()}"
-        f"{f' gated by {cfg.gate} {cfg.resolved_gate_params()}' if cfg.gate else ''} "
-        f"and {cfg.policy} into {run_path}"
-        + (f" ({len(writer.finished)} already finished)" if writer.finished else ""),
-        highlight=False,
-        soft_wrap=True,
-    )
-    meter = Meter()
-    display = _Progress(meter, quiet)
-    extra = {"invocation": cfg.invocation(), "setup_s": round(time.perf_counter() - t0, 2)}
-    try:
-        with display.progress:
-            asyncio.run(
-                display.ticking(
-                    collect(
-                        runner,
-                        tasks_,
-                        run_path,
-                        writer=writer,
-                        meter=meter,
-                        extra_manifest=extra,
-                        on_start=display.start,
-                        on_result=display.on_result,
-                    )
-                )
-            )
-    except KeyboardInterrupt:
-        err_console.print(
-            f"[yellow]interrupted:[/] {meter.tasks_done} tasks are on disk in {run_path}; "
-            f"continue with: treegym collect --resume --out {run_path}",
-            highlight=False,
-            soft_wrap=True,
-        )
-        raise typer.Exit(130) from None
-    except ExportError as exc:
-        _fail(str(exc))
-    _print_summary(run_path, title=f"treegym collect: {run_path}")
-    if meter.tasks_failed:
-        err_console.print(
-            f"[yellow]{meter.tasks_failed} task(s) failed;[/] see the failed tasks in "
-            f"{run_path / 'ledger.jsonl'}",
-            highlight=False,
-            soft_wrap=True,
-        )
+    raise typer.Exit(code)
 
 
 @app.command("show")
 def show_command(
-    run: Annotated[str, typer.Argument(help="Run folder (made by treegym collect).")],
+    run: Annotated[
+        str, typer.Argument(help="Run folder (treegym collect) or training folder (train).")
+    ],
     compare: Annotated[
         str | None,
         typer.Option(help="A second run folder to put side by side (e.g. chain vs tree)."),
@@ -624,8 +385,13 @@ def show_command(
 
     from treegym.harness import RunLoadError, load_run
     from treegym.report import rich_summary, write_html
+    from treegym.train_report import is_train_dir, load_curves, summary, write_report
 
     paths = [Path(run)] + ([Path(compare)] if compare else [])
+    if all(is_train_dir(p) for p in paths):  # treegym train folders: learning curves
+        console.print(summary(load_curves(paths)).to_string(index=False))
+        console.print(f"report: {write_report(paths)}", highlight=False, soft_wrap=True)
+        return
     try:
         runs = [load_run(p) for p in paths]
     except RunLoadError as exc:

@@ -518,6 +518,26 @@ def task_list(cfg: CollectConfig) -> list[tuple[str, Any, int]]:
     return [(source, source, cfg.seed)]
 
 
+def validate_tasks(cfg: CollectConfig, tasks: list[tuple[str, Any, int]]) -> None:
+    """Refuse the first task the env can tell is wrong (its class's ``validate_task`` hook),
+    before models load or workers start: a bad spec is one line, not a failed task later."""
+    import gymnasium
+    from gymnasium.envs.registration import load_env_creator
+
+    from treegym.envs import TextEnvError
+
+    entry = gymnasium.spec(cfg.env).entry_point
+    creator = entry if callable(entry) else load_env_creator(entry)
+    check = getattr(creator, "validate_task", None)
+    if check is None:  # not a TextEnv: its reset will tell
+        return
+    for task_id, task, _ in tasks:
+        try:
+            check({"task": task})
+        except (TextEnvError, TypeError, ValueError) as exc:
+            raise ConfigError(f"task {task_id!r}: {exc}") from None
+
+
 def prepare_tasks(
     cfg: CollectConfig, tasks: list[tuple[str, Any, int]], progress: Any = None
 ) -> list[tuple[str, Any, int]]:

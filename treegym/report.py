@@ -73,6 +73,16 @@ def _trunk_nodes(rows: list[dict[str, Any]]) -> set[tuple[str, int, int]]:
     return trunk
 
 
+def run_status(
+    status: str | None, tasks: int, failed_tasks: int, leaves: int, failed: int, training: int
+) -> str | None:
+    """The manifest's status, except that a finished run with nothing to train on because
+    everything failed does not say "complete" (``failed`` branches of ``leaves`` grown)."""
+    if status != "complete" or training or not (failed_tasks or failed) or failed < leaves:
+        return status
+    return "failed: every task failed" if failed_tasks == tasks else "failed: every branch failed"
+
+
 def gated_groups(rows: list[dict[str, Any]]) -> int:
     """Tasks whose group the Selective Rollout gate stopped, from the decision recorded on
     the roots (a group gated after all its chains had ended has no leaf ended ``gated``)."""
@@ -136,15 +146,18 @@ def summarize(run: Run, label: str | None = None) -> Summary:
     )
     policy = m.get("policy") or {}
     wall = (m.get("collect") or {}).get("wall_s")
+    failed_tasks = sum(1 for e in run.ledger if e.get("error"))
+    status = run_status(m.get("status"), len(run.ledger), failed_tasks, grown_leaves,
+                        b.failed_branches, len(rewards))  # fmt: skip
     figures: dict[str, Any] = {
         "run": m.get("run_id"),
-        "status": m.get("status"),
+        "status": status,
         "env": collect.get("env") or cfg.get("env") or "?",
         "tasks source": collect.get("tasks") or "—",
         "sampler": sampler_text,
         "policy": collect.get("policy") or policy.get("policy") or "?",
         "tasks": len(run.ledger),
-        "failed tasks": sum(1 for e in run.ledger if e.get("error")),
+        "failed tasks": failed_tasks,
         "leaves (training)": len(rewards),
         "leaves grown": grown_leaves,
         "distinct trajectories": b.distinct_leaves,
