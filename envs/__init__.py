@@ -34,6 +34,7 @@ from .registry import (
 )
 from .snapshot import Snapshot
 from .spaces import TextSpace
+from .trajectory import Coverage
 
 BUILTIN_ENVS = {
     "treegym/TextWorld-v0": (
@@ -69,6 +70,7 @@ __all__ = [
     "CheckReport",
     "CheckResult",
     "CorruptSnapshotError",
+    "Coverage",
     "Divergence",
     "EnvEntry",
     "EnvRecipe",

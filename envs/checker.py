@@ -6,17 +6,20 @@ every ``info`` field — reporting the *first divergence* (step, field, both val
 
 * ``gymnasium_api`` — gymnasium's own ``check_env`` on a fresh instance;
 * ``determinism`` — two fresh instances, same seed, same actions: identical trajectories;
-* ``restore_equivalence`` — snapshot at a random depth, play on, restore, replay the same
-  actions: identical (twice from one snapshot, and once from its replay-only form);
+* ``restore_equivalence`` — the exploration of :mod:`.explore`: long walks from several seeds,
+  branches (random admissible commands, not only the expert's) from several depths, each
+  played uninterrupted, after a native restore, after a replay restore and in a fork;
 * ``fork_isolation`` — stepping a fork never changes its parent, and the reverse;
-* ``portable_snapshot`` — the snapshot's bytes restored in another process play on identically;
+* ``portable_snapshot`` — snapshots' bytes restored in another process play on identically;
 * ``bad_input`` — non-string actions, nonsense commands, foreign and corrupt snapshots, steps
   after the end or before reset: each gives the game's answer or a clear treegym error.
+
+The report says what was covered (:class:`~.trajectory.Coverage`: states compared, deepest
+depth, seeds, branches), so a pass can be weighed.
 """
 
 from __future__ import annotations
 
-import json
 import multiprocessing
 import random
 import traceback
@@ -34,38 +37,11 @@ from .errors import (
     ResetNeededError,
     SnapshotMismatchError,
 )
+from .explore import NONSENSE_COMMANDS, Explorer, Failure, choose
 from .snapshot import Snapshot
+from .trajectory import Coverage, Divergence, StepRecord, first_divergence, jsonable, play
 
-NONSENSE_COMMANDS = ("xyzzy", "dance wildly with the ceiling", "take the moon", "", "go")
 PORTABLE_TIMEOUT_S = 300
-
-
-@dataclass(frozen=True)
-class StepRecord:
-    """One step as compared by the checker (``info`` normalised to JSON values)."""
-
-    action: str
-    obs: str
-    reward: float
-    terminated: bool
-    truncated: bool
-    info: dict[str, Any]
-
-
-@dataclass(frozen=True)
-class Divergence:
-    """The first place two trajectories differ."""
-
-    step: int
-    field: str
-    expected: Any
-    got: Any
-
-    def __str__(self) -> str:
-        return (
-            f"step {self.step}, field {self.field!r}: expected {_short(self.expected)}, "
-            f"got {_short(self.got)}"
-        )
 
 
 @dataclass
@@ -85,6 +61,7 @@ class CheckResult:
 class CheckReport:
     env: str
     results: list[CheckResult] = field(default_factory=list)
+    coverage: Coverage = field(default_factory=Coverage)
 
     @property
     def passed(self) -> bool:
@@ -96,23 +73,56 @@ class CheckReport:
             lines.append(f"  {r.status:8} {r.name}" + (f" — {r.detail}" if r.detail else ""))
             if r.divergence is not None:
                 lines.append(f"           first divergence: {r.divergence}")
+        lines.append(f"  coverage: {self.coverage}")
         return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How much ``check_env`` explores (the defaults run in well under a minute on each
+    built-in env)."""
+
+    seed: int = 0
+    """First seed; ``seeds`` consecutive seeds are checked."""
+    seeds: int = 3
+    trials: int = 3
+    """Branch depths per seed (and snapshot depths of the fork and portable checks)."""
+    branches: int = 3
+    """Branches per depth: the trunk's continuation and ``branches - 1`` random walks."""
+    horizon: int = 30
+    """Steps of each walk (trunk and branches), unless the episode ends first."""
+
+    def __post_init__(self) -> None:
+        for name in ("seeds", "trials", "branches", "horizon"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"check_env {name} must be a positive int, got {value!r}")
+        if not isinstance(self.seed, int) or self.seed < 0:
+            raise ValueError(f"check_env seed must be a non-negative int, got {self.seed!r}")
+
+    @property
+    def seed_list(self) -> list[int]:
+        return list(range(self.seed, self.seed + self.seeds))
 
 
 def check_env(
     env: TextEnv | str,
     *,
-    seed: int = 0,
-    trials: int = 3,
-    horizon: int = 20,
+    seed: int = Plan.seed,
+    seeds: int = Plan.seeds,
+    trials: int = Plan.trials,
+    branches: int = Plan.branches,
+    horizon: int = Plan.horizon,
     env_kwargs: dict[str, Any] | None = None,
     skip: Iterable[str] = (),
 ) -> CheckReport:
     """Run every check on ``env`` (an instance, or a registered id built with ``env_kwargs``).
 
-    The env passed in is used and left in an arbitrary state; fresh instances are built from
-    its recipe for the checks that need them. ``skip`` names checks not to run.
+    ``seed`` ... ``horizon`` are :class:`Plan`'s fields. The env passed in is used and left
+    in an arbitrary state; fresh instances are built from its recipe for the checks that need
+    them. ``skip`` names checks not to run.
     """
+    settings = Plan(seed, seeds, trials, branches, horizon)
     if isinstance(env, str):
         from .registry import make
 
@@ -120,7 +130,7 @@ def check_env(
     if not isinstance(env, TextEnv):
         raise TypeError(f"check_env needs a treegym TextEnv, got {type(env).__name__}")
     report = CheckReport(env=env.spec.id if env.spec is not None else env.env_type)
-    ctx = _Context(env, seed, trials, horizon)
+    ctx = _Context(env, settings, report.coverage)
     checks: list[tuple[str, Callable[[], CheckResult]]] = [
         ("gymnasium_api", ctx.gymnasium_api),
         ("determinism", ctx.determinism),
@@ -148,78 +158,40 @@ def check_env(
 
 
 # ---------------------------------------------------------------------------- helpers
-def _short(value: Any, limit: int = 160) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _jsonable(info: dict[str, Any]) -> dict[str, Any]:
-    return json.loads(json.dumps(info, sort_keys=True, default=repr))
-
-
-def play(env: TextEnv, actions: Iterable[str]) -> list[StepRecord]:
-    """Step ``env`` through ``actions`` (stopping at the episode's end) and record each step."""
-    records = []
-    for action in actions:
-        obs, reward, terminated, truncated, info = env.step(action)
-        records.append(StepRecord(action, obs, reward, terminated, truncated, _jsonable(info)))
-        if terminated or truncated:
-            break
-    return records
-
-
-def first_divergence(
-    expected: list[StepRecord], got: list[StepRecord], offset: int = 0
-) -> Divergence | None:
-    """Compare two trajectories field by field; ``offset`` numbers steps from the episode start."""
-    for i, (a, b) in enumerate(zip(expected, got, strict=False)):
-        step = offset + i + 1
-        for name in ("action", "obs", "reward", "terminated", "truncated"):
-            if getattr(a, name) != getattr(b, name):
-                return Divergence(step, name, getattr(a, name), getattr(b, name))
-        for key in sorted(set(a.info) | set(b.info)):
-            if a.info.get(key, "<missing>") != b.info.get(key, "<missing>"):
-                return Divergence(
-                    step, f"info.{key}", a.info.get(key, "<missing>"), b.info.get(key, "<missing>")
-                )
-    if len(expected) != len(got):
-        return Divergence(
-            offset + min(len(expected), len(got)) + 1, "length", len(expected), len(got)
-        )
-    return None
-
-
-def _snapshot_mismatch(expected: Snapshot, got: Snapshot, depth: int) -> Divergence | None:
-    """A restored env must snapshot to the same recipe and digest it was restored from."""
-    for name in ("actions", "ended", "rng_state", "state_digest", "fingerprint"):
-        if getattr(expected, name) != getattr(got, name):
-            return Divergence(
-                depth, f"snapshot.{name}", getattr(expected, name), getattr(got, name)
-            )
-    return None
-
-
-def _play_portable(recipe: EnvRecipe, data: bytes, actions: list[str]) -> list[StepRecord]:
-    """Child-process side of ``portable_snapshot``."""
+def _play_portable(
+    recipe: EnvRecipe, cases: list[tuple[bytes, list[str]]]
+) -> list[list[StepRecord]]:
+    """Child-process side of ``portable_snapshot``: restore each snapshot's bytes in one fresh
+    env and play its actions."""
     env = recipe.build()
     try:
-        env.restore(data)
-        return play(env, actions)
+        out = []
+        for data, actions in cases:
+            env.restore(data)
+            out.append(play(env, actions))
+        return out
     finally:
         env.close()
 
 
 class _Context:
-    """State shared by the checks: the env, its seeded reference trajectory, fresh twins."""
+    """State shared by the checks: the env, the explorer (whose first trunk is the reference
+    trajectory of the other checks), fresh twins, and the coverage counter."""
 
-    def __init__(self, env: TextEnv, seed: int, trials: int, horizon: int) -> None:
-        self.env, self.seed, self.trials, self.horizon = env, seed, trials, horizon
-        self.rng = random.Random(seed)
+    def __init__(self, env: TextEnv, plan: Plan, coverage: Coverage) -> None:
+        self.env, self.plan, self.coverage = env, plan, coverage
+        self.seed, self.trials = plan.seed, plan.trials
+        coverage.seeds = plan.seed_list
+        self.rng = random.Random(plan.seed)
         self._twins: list[TextEnv] = []
-        self.reset_obs, self.reset_info = env.reset(seed=seed)
-        self.reference = self._rollout(env, self.reset_info)
+        self.explorer = Explorer(
+            env, coverage, trials=plan.trials, branches=plan.branches, horizon=plan.horizon
+        )
+        trunk = self.explorer.trunk(plan.seed)
+        self.reset_obs, self.reset_info, self.reference = trunk.obs, trunk.info, trunk.records
 
     def close(self) -> None:
+        self.explorer.close()
         for twin in self._twins:
             twin.close()
 
@@ -228,27 +200,13 @@ class _Context:
         self._twins.append(twin)
         return twin
 
-    # ------------------------------------------------------------------ action choice
-    def choose(self, rng: random.Random, info: dict[str, Any], env: TextEnv) -> str:
-        plan = info.get("expert_plan") or []
-        admissible = info.get("admissible_commands") or []
-        roll = rng.random()
-        if plan and roll < 0.4:
-            return plan[0]
-        if roll < 0.55 or not admissible:
-            return rng.choice(NONSENSE_COMMANDS) if admissible else env.action_space.sample()
-        return rng.choice(admissible)
+    def compare(
+        self, expected: list[StepRecord], got: list[StepRecord], offset: int = 0
+    ) -> Divergence | None:
+        self.coverage.count(got, offset)
+        return first_divergence(expected, got, offset)
 
-    def _rollout(self, env: TextEnv, info: dict[str, Any]) -> list[StepRecord]:
-        rng = random.Random(self.seed + 1)
-        records: list[StepRecord] = []
-        for _ in range(self.horizon):
-            records += play(env, [self.choose(rng, info, env)])
-            info = records[-1].info
-            if records[-1].terminated or records[-1].truncated:
-                break
-        return records
-
+    # ------------------------------------------------------------------ reference paths
     def actions(self, start: int = 0) -> list[str]:
         return [r.action for r in self.reference[start:]]
 
@@ -283,38 +241,24 @@ class _Context:
     def determinism(self) -> CheckResult:
         other = self.twin()
         obs, info = other.reset(seed=self.seed)
-        first = StepRecord("", self.reset_obs, 0.0, False, False, _jsonable(self.reset_info))
+        first = StepRecord("", self.reset_obs, 0.0, False, False, jsonable(self.reset_info))
         div = first_divergence(
-            [first], [StepRecord("", obs, 0.0, False, False, _jsonable(info))], -1
+            [first], [StepRecord("", obs, 0.0, False, False, jsonable(info))], -1
         )
         if div is not None:
             return CheckResult("", False, "reset differs for the same seed", div)
-        div = first_divergence(self.reference, play(other, self.actions()))
+        div = self.compare(self.reference, play(other, self.actions()))
         return CheckResult("", div is None, f"{len(self.reference)} steps, seed {self.seed}", div)
 
     def restore_equivalence(self) -> CheckResult:
-        env = self.env
-        depths = []
-        for _ in range(self.trials):
-            depth = self.random_depth()
-            depths.append(depth)
-            self.at_depth(env, depth)
-            snap = env.snapshot()
-            expected = play(env, self.actions(depth))
-            for label, s in (
-                ("native", snap),
-                ("native again", snap),
-                ("replay", snap.replay_only()),
-            ):
-                env.restore(s)
-                mismatch = _snapshot_mismatch(snap, env.snapshot(), depth)
-                if mismatch is not None:
-                    return CheckResult("", False, f"{label} restore at depth {depth}", mismatch)
-                div = first_divergence(expected, play(env, self.actions(depth)), depth)
-                if div is not None:
-                    return CheckResult("", False, f"{label} restore at depth {depth}", div)
-        kind = "native+replay" if snap.is_native else "replay-only"
-        return CheckResult("", True, f"{kind} snapshots at depths {depths}")
+        failure = self.explorer.run(self.plan.seed_list)
+        if failure is not None:
+            return CheckResult("", False, failure.detail, failure.divergence)
+        cov = self.coverage
+        return CheckResult(
+            "", True, f"{cov.branches} branches from {cov.branch_points} depths of "
+            f"{len(cov.seeds)} seeds, each native/replay/fork-restored"
+        )  # fmt: skip
 
     def fork_isolation(self) -> CheckResult:
         env = self.env
@@ -329,32 +273,54 @@ class _Context:
                 self._twins.append(fork)
                 roles = {"parent": env, "fork": fork}
                 play(roles[perturbed], self.alternative_actions(depth))
-                div = first_divergence(expected, play(roles[checked], self.actions(depth)), depth)
+                div = self.compare(expected, play(roles[checked], self.actions(depth)), depth)
                 if div is not None:
                     detail = f"{checked} changed by stepping its {perturbed} (depth {depth})"
                     return CheckResult("", False, detail, div)
         return CheckResult("", True, f"{self.trials} fork pairs")
 
     def portable_snapshot(self) -> CheckResult:
-        depth = self.random_depth()
-        self.at_depth(self.env, depth)
-        data = self.env.snapshot().portable()
-        expected = self.reference[depth:]
-        decoded = Snapshot.from_portable(data)
-        self.env.restore(decoded)
-        div = first_divergence(expected, play(self.env, self.actions(depth)), depth)
-        if div is not None:
-            return CheckResult(
-                "", False, f"portable bytes restored in this process (depth {depth})", div
-            )
+        """A snapshot of each seed (at its middle branch depth) as bytes, restored here and in
+        one child process, each playing a long random branch (not only the trunk's end)."""
+        cases, expected = self._portable_cases()
+        if isinstance(cases, Failure):
+            return CheckResult("", False, cases.detail, cases.divergence)
         ctx = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(1, mp_context=ctx) as pool:
-            future = pool.submit(_play_portable, self.env.recipe, data, self.actions(depth))
-            got = future.result(timeout=PORTABLE_TIMEOUT_S)
-        div = first_divergence(expected, got, depth)
+            future = pool.submit(_play_portable, self.env.recipe, cases)
+            plays = future.result(timeout=PORTABLE_TIMEOUT_S)
+        for (where, depth, reference), got in zip(expected, plays, strict=True):
+            div = self.compare(reference, got, depth)
+            if div is not None:
+                return CheckResult("", False, f"{where} restored in a child process", div)
+        size = max(len(data) for data, _ in cases)
         return CheckResult(
-            "", div is None, f"{len(data)} bytes at depth {depth}, restored in a child process", div
+            "", True, f"{len(cases)} snapshots (up to {size} bytes) restored in a child process"
         )
+
+    def _portable_cases(self):
+        """``([(bytes, actions)], [(label, depth, expected records)])``, each case checked in
+        this process first, or the first :class:`Failure`."""
+        branch = 1 if self.plan.branches > 1 else 0
+        cases, expected = [], []
+        for seed in self.plan.seed_list:
+            trunk, depths = self.explorer.trunk(seed), self.explorer.depths(seed)
+            for depth in depths[len(depths) // 2 :][:1]:
+                reference = self.explorer.reference(seed, depth, branch)
+                if isinstance(reference, Failure):
+                    return reference, []
+                where = f"bytes of depth {depth} (seed {seed}, branch {branch})"
+                self.env.reset(seed=seed)
+                play(self.env, trunk.actions(0, depth))
+                data = self.env.snapshot().portable()
+                self.env.restore(Snapshot.from_portable(data))
+                actions = [r.action for r in reference]
+                div = self.compare(reference, play(self.env, actions), depth)
+                if div is not None:
+                    return Failure(f"{where} restored in this process", div), []
+                cases.append((data, actions))
+                expected.append((where, depth, reference))
+        return cases, expected
 
     def bad_input(self) -> CheckResult:
         env = self.env
@@ -434,7 +400,7 @@ class _Context:
         rng = random.Random(self.seed + 2)
         for _ in range(300):
             plan = info.get("expert_plan") or []
-            action = plan[0] if plan else self.choose(rng, info, env)
+            action = plan[0] if plan else choose(rng, info, env)
             _, _, terminated, truncated, info = env.step(action)
             if terminated or truncated:
                 return "terminated" if terminated else "truncated"

@@ -10,6 +10,7 @@ from rich.table import Table
 
 from treegym import config as config_mod
 from treegym.cli_options import console, err_console, fail, parse_kwargs
+from treegym.envs.checker import Plan as CheckPlan
 from treegym.train_cli import train_command
 
 app = typer.Typer(
@@ -49,11 +50,13 @@ def check_command(
         list[str],
         typer.Option("--kwarg", "-k", help="Constructor argument key=value (repeatable)."),
     ] = [],  # noqa: B006 - typer needs a literal default
-    seed: Annotated[int, typer.Option(help="First seed of the checked walks.")] = 0,
-    seeds: Annotated[int, typer.Option(help="Consecutive seeds checked.")] = 3,
-    trials: Annotated[int, typer.Option(help="Branch depths per seed.")] = 3,
-    branches: Annotated[int, typer.Option(help="Branches per depth.")] = 3,
-    horizon: Annotated[int, typer.Option(help="Steps per walk (trunk and branches).")] = 30,
+    seed: Annotated[int, typer.Option(help="First seed of the checked walks.")] = CheckPlan.seed,
+    seeds: Annotated[int, typer.Option(help="Consecutive seeds checked.")] = CheckPlan.seeds,
+    trials: Annotated[int, typer.Option(help="Branch depths per seed.")] = CheckPlan.trials,
+    branches: Annotated[int, typer.Option(help="Branches per depth.")] = CheckPlan.branches,
+    horizon: Annotated[
+        int, typer.Option(help="Steps per walk (trunk and branches).")
+    ] = CheckPlan.horizon,
     skip: Annotated[list[str], typer.Option(help="Check to skip (repeatable).")] = [],  # noqa: B006
 ) -> None:
     """Check that ENV_ID keeps the snapshot/restore contract; exit 1 on any failure."""
