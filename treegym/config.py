@@ -31,11 +31,15 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from treegym.envs.embedded_mix import ENVS, EVAL_SEEDS, embedded_task, env_of
+from treegym.envs.embedded_mix import ENVS, EVAL_SEEDS, RL_SEEDS, embedded_task, env_of
 
 EMBEDDED_EVAL_SEED = EVAL_SEEDS.start
 """First held-out seed of the embedded model's family (``scripts/train_embedded_model.py``
 trains on seeds 0–9,999 and evaluates on 10,000–19,999)."""
+
+EMBEDDED_SOURCES = {"embedded": EVAL_SEEDS, "embedded-rl": RL_SEEDS}
+"""Task sources of the embedded mix: held-out seeds (collect's default), and the training
+distribution's RL seeds (``treegym train``'s rounds; never in the supervised data)."""
 
 DEFAULT_N_TASKS = 4
 """Tasks taken from a family or a pattern when ``n_tasks`` is not given."""
@@ -136,7 +140,7 @@ class CollectConfig:
         if self.n_tasks is not None:
             return self.n_tasks
         source = self.task_source
-        if source == "embedded" or "{seed}" in source:
+        if source in EMBEDDED_SOURCES or "{seed}" in source:
             return DEFAULT_N_TASKS
         return None
 
@@ -480,14 +484,14 @@ def task_list(cfg: CollectConfig) -> list[tuple[str, Any, int]]:
     """``[(task_id, task, reset seed)]`` of the config's task source (nothing is made yet)."""
     source = cfg.task_source
     n = cfg.n_tasks
-    if source == "embedded":
+    if source in EMBEDDED_SOURCES:
         mix = env_of(cfg.env)
         if mix is None:
             raise ConfigError(
-                f"--tasks embedded has no task mix for {cfg.env}; it has one for "
+                f"--tasks {source} has no task mix for {cfg.env}; it has one for "
                 f"{', '.join(ENVS.values())}"
             )
-        first = EMBEDDED_EVAL_SEED + cfg.task_seed
+        first = EMBEDDED_SOURCES[source].start + cfg.task_seed
         tasks = [embedded_task(mix, s) for s in range(first, first + (n or DEFAULT_N_TASKS))]
         return [(t.task_id, t.spec, t.seed) for t in tasks]
     if "{seed}" in source:
@@ -549,7 +553,7 @@ def prepare_tasks(
     from treegym.envs.embedded_mix import made_embedded_task
     from treegym.envs.textworld_games import is_spec, make_game
 
-    mix = env_of(cfg.env) if cfg.task_source == "embedded" else None
+    mix = env_of(cfg.env) if cfg.task_source in EMBEDDED_SOURCES else None
     if mix is not None:
         todo = list(range(len(tasks)))
     elif cfg.env == "treegym/TextWorld-v0":
