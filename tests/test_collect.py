@@ -5,6 +5,7 @@ interruption, --force, and every bad input giving one line and exit 2."""
 from __future__ import annotations
 
 import json
+import random
 from pathlib import Path
 
 import pytest
@@ -250,3 +251,20 @@ def test_default_collect_with_the_embedded_model_one_task(tmp_path, monkeypatch)
     assert run.manifest["policy"]["policy"] == "hf"
     assert "prefix-cache hit rate" in res.stdout
     assert run.budget.cached_tokens > 0  # HFPolicy's prefix cache served the trunk
+
+
+def test_nondeterministic_env_shows_its_replay_divergence_in_the_summary(tmp_path):
+    """Replay-only restores of an env whose same seed plays differently fail some branches
+    with ReplayDivergenceError: counted in the summary and named, not a silently lower rate."""
+    import treegym
+    from tests.test_checker import UnseededReplayOnlyToy  # noqa: F401 - registered by path
+
+    treegym.register("tests/UnseededToy-v0", "tests.test_checker:UnseededReplayOnlyToy")
+    random.seed(0)  # the env's slips (workers 0: in this process) repeat from run to run
+    args = ["--env", "tests/UnseededToy-v0", *TOY[2:]]
+    res = collect(*args, "--tasks", "toy-{seed}", "--n-tasks", "3", "--out", str(tmp_path / "r"))
+    failed = int(res.stdout.split("failed branches")[1].split()[1].replace(",", ""))
+    assert failed > 0, res.stdout
+    said = " ".join(res.stderr.split())
+    assert f"{failed} branch(es) failed; the first:" in said
+    assert "ReplayDivergenceError: replay of" in said
