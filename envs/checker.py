@@ -255,9 +255,10 @@ class _Context:
         if failure is not None:
             return CheckResult("", False, failure.detail, failure.divergence)
         cov = self.coverage
+        kinds = "native/replay/fork" if self.env.snapshot().is_native else "replay/fork"
         return CheckResult(
             "", True, f"{cov.branches} branches from {cov.branch_points} depths of "
-            f"{len(cov.seeds)} seeds, each native/replay/fork-restored"
+            f"{len(cov.seeds)} seeds, each {kinds}-restored"
         )  # fmt: skip
 
     def fork_isolation(self) -> CheckResult:

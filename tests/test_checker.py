@@ -260,3 +260,9 @@ def test_gymnasium_api_check_catches_reused_info_dicts():
     report = check_env(ReusedInfoToy(), skip=["portable_snapshot"])
     result = _result(report, "gymnasium_api")
     assert not result.passed and "info" in result.detail, str(report)
+
+
+@pytest.mark.parametrize("bad", [{"seeds": 0}, {"horizon": -3}, {"branches": True}, {"seed": -1}])
+def test_bad_plan_is_a_clear_error(bad):
+    with pytest.raises(ValueError, match=f"check_env {next(iter(bad))} must be"):
+        check_env(ToyRoomsEnv(), **bad)
