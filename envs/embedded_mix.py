@@ -85,7 +85,7 @@ def env_of(env_id: str) -> str | None:
     return next((name for name, eid in ENVS.items() if eid == env_id), None)
 
 
-def made_embedded_task(env: str, seed: int, attempts: int = 5) -> tuple[EmbeddedTask, Path]:
+def made_embedded_task(env: str, seed: int, attempts: int = 20) -> tuple[EmbeddedTask, Path]:
     """:func:`embedded_task` with its game or task files made; ``(task, path)``."""
     task = embedded_task(env, seed)
     if env == "alfworld":
