@@ -14,7 +14,8 @@ from typing import Any
 
 from treegym.envs import TextEnv
 from treegym.policies.protocol import GenerateRequest, Policy, SamplingParams
-from treegym.policies.react import ReActTemplate, Transcript
+from treegym.policies.react import Transcript
+from treegym.policies.template import Template
 
 
 @dataclass
@@ -44,7 +45,7 @@ def turn_seed(episode_seed: int, turn: int) -> int:
 async def play_episode(
     env: TextEnv,
     policy: Policy,
-    template: ReActTemplate,
+    template: Template,
     *,
     seed: int,
     options: dict[str, Any] | None = None,
@@ -65,6 +66,7 @@ async def play_episode(
             input_ids=tuple(transcript.ids),
             sampling=replace(sampling, seed=turn_seed(seed, turn)),
             hints=info,
+            constraint=template.constraint(info.get("admissible_commands")),
         )
         (generated,) = await policy.generate([request])
         result.prompt_tokens += generated.prompt_tokens

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from treegym.policies.protocol import Policy, SamplingParams
-from treegym.policies.react import ReActTemplate
+from treegym.policies.template import Template
 
 from .executor import EnvExecutor
 from .runner import Runner, Task, TaskResult
@@ -99,7 +99,7 @@ def outcome_of(result: TaskResult, family: str) -> TaskOutcome:
 
 async def evaluate(
     policy: Policy,
-    template: ReActTemplate,
+    template: Template,
     executor: EnvExecutor,
     tasks: Sequence[tuple[Task, str]],
     *,
@@ -135,7 +135,7 @@ async def evaluate(
 
 async def evaluate_mix(
     policy: Policy,
-    template: ReActTemplate,
+    template: Template,
     env: str,
     seeds: Sequence[int],
     *,

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from treegym.policies.protocol import GenerateRequest, GenerateResult, Policy, SamplingParams
-from treegym.policies.react import ReActTemplate
+from treegym.policies.template import Template
 
 from .advantages import ESTIMATORS, Advantages
 from .budget import Budget, task_budget
@@ -106,7 +106,7 @@ class TaskContext:
         return self.task.task_id
 
     @property
-    def template(self) -> ReActTemplate:
+    def template(self) -> Template:
         return self.runner.template
 
     # ------------------------------------------------------------------ trees
@@ -168,15 +168,18 @@ class TaskContext:
             return []
         self.generated_tokens += n * max_new  # reserved; corrected below
         sampling = replace(r.sampling, max_new_tokens=max_new)
-        requests = [
-            GenerateRequest(
-                tuple(prompt),
-                replace(sampling, seed=child_seed(r.seed, self.task, tree, key)),
-                hints=start.info,
-            )
-            for key in keys
-        ]
         try:
+            # Constrained choice: the admissible commands reach the engine only as this mask.
+            constraint = r.template.constraint(start.info.get("admissible_commands"), turn_ids)
+            requests = [
+                GenerateRequest(
+                    tuple(prompt),
+                    replace(sampling, seed=child_seed(r.seed, self.task, tree, key)),
+                    hints=start.info,
+                    constraint=constraint,
+                )
+                for key in keys
+            ]
             results = await r.policy.generate(requests)
             if len(results) != n:
                 raise RuntimeError(f"policy returned {len(results)} results for {n} requests")
@@ -312,7 +315,7 @@ class Runner:
         self,
         *,
         policy: Policy,
-        template: ReActTemplate,
+        template: Template,
         executor: EnvExecutor,
         sampler: Sampler,
         sampling: SamplingParams | None = None,

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Protocol
 from .tree import Node, Tree
 
 if TYPE_CHECKING:
-    from treegym.policies.react import ReActTemplate
+    from treegym.policies.template import Template
 
 
 class SamplerContext(Protocol):
@@ -31,8 +31,8 @@ class SamplerContext(Protocol):
     def task_id(self) -> str: ...
 
     @property
-    def template(self) -> ReActTemplate:
-        """The run's ReAct template (to read generated ids as text)."""
+    def template(self) -> Template:
+        """The run's template (to read generated ids as text)."""
 
     @property
     def budget_left(self) -> int | None:

@@ -24,6 +24,10 @@ float bits with the batch's shape (matrix-multiply blocking), so tokens are iden
 batch compositions unless a draw lands within that tolerance of a CDF boundary, and logprobs
 agree to 1e-4 (both tested).
 
+Constrained choice (``GenerateRequest.constraint``): a request's logits row is masked to the
+tokens that can still spell one of its choices (``constraint.py``) before sampling, so its
+tokens and logprobs are those of the masked distribution; it stops when a choice is complete.
+
 Control work (weight updates, cache flushes) runs in the engine thread too, once no request is
 running; admission pauses while such work is pending, so it never sees a half-done batch.
 """
@@ -44,6 +48,7 @@ from typing import Any
 
 import torch
 
+from .constraint import ChoiceCursor, mask_logits
 from .kv_pool import TokenKVPool
 from .protocol import GenerateRequest, GenerateResult, PolicyError
 from .radix_cache import RadixCache, RadixNode
@@ -87,6 +92,8 @@ class _Sequence:
     reserved: int = 0  # slots promised to this request and not yet taken
     output: list[int] = field(default_factory=list)
     logprobs: list[float] = field(default_factory=list)
+    choice: ChoiceCursor | None = None
+    """Where a constrained request (``req.constraint``) is in its choices' trie."""
 
     def push(self, slots: torch.Tensor) -> None:
         self.slots[self.n_ctx : self.n_ctx + len(slots)] = slots
@@ -199,8 +206,9 @@ class BatchEngine:
         seed = req.sampling.seed
         rng = random.Random(seed if seed is not None else self._rng.randrange(2**63))
         slots = torch.zeros(n + max_new, dtype=torch.long)
+        choice = ChoiceCursor(req.constraint) if req.constraint is not None else None
         return _Sequence(req, concurrent.futures.Future(), max_new, rng, time.perf_counter(),
-                         slots)  # fmt: skip
+                         slots, choice=choice)  # fmt: skip
 
     def _admit(self) -> None:
         """Move waiting requests into the batch while their memory is guaranteed."""
@@ -276,6 +284,8 @@ class BatchEngine:
         tokens = torch.tensor([[s.next_token] for s in rows])
         logits = self._forward(tokens, (lengths - 1)[:, None], mask, new, index)
         self.decode_tokens += len(rows)
+        # Constrained rows sample from, and report logprobs under, the masked distribution.
+        logits = mask_logits(logits, [s.choice for s in rows])
         picked, logps = sample_batch(
             logits, [s.req.sampling for s in rows], [s.rng.random() for s in rows]
         )
@@ -285,6 +295,9 @@ class BatchEngine:
             s.logprobs.append(lp)
             sp = s.req.sampling
             stop = token in sp.stop_token_ids or (token == self.eos_token_id and not sp.ignore_eos)
+            if s.choice is not None:
+                s.choice.advance(token)
+                stop = stop or s.choice.complete
             if stop or len(s.output) >= s.max_new:
                 self._finish(s, reason="stop" if stop else "length")
             else:

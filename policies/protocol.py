@@ -18,6 +18,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+GRAMMAR_KEYS = ("regex", "ebnf", "json_schema", "structural_tag")
+"""SGLang ``sampling_params`` keys that constrain decoding (``sampling/sampling_params.py``)."""
+
 
 class PolicyError(RuntimeError):
     """A policy could not produce a result (server unreachable, malformed answer, …)."""
@@ -74,7 +77,15 @@ class SamplingParams:
 
     @classmethod
     def from_sglang(cls, params: Mapping[str, Any]) -> SamplingParams:
-        """Parse a ``sampling_params`` dict (unknown SGLang keys are accepted and ignored)."""
+        """Parse a ``sampling_params`` dict (unknown SGLang keys are accepted and ignored,
+        except SGLang's constrained-decoding keys: ignoring those would sample unconstrained)."""
+        grammar = [k for k in GRAMMAR_KEYS if params.get(k) is not None]
+        if grammar:
+            raise ValueError(
+                f"sampling_params {grammar[0]!r} (constrained decoding) is not supported by "
+                "treegym's engine over HTTP; run the model in-process (--policy hf:PATH), "
+                "which constrains through GenerateRequest.constraint"
+            )
         return cls(
             max_new_tokens=int(params.get("max_new_tokens", 128)),
             temperature=float(params.get("temperature", 1.0)),
@@ -84,6 +95,38 @@ class SamplingParams:
             seed=params.get("sampling_seed"),
             ignore_eos=bool(params.get("ignore_eos", False)),
         )
+
+
+@dataclass(frozen=True)
+class ChoiceConstraint:
+    """Constrained choice: the continuation must be exactly one of ``choices``.
+
+    Built by the template from the env's admissible commands (``Template.constraint``), never
+    from anything else the model cannot see. Each choice is the rest of one command's turn as
+    the tokenizer writes it in the chat (the command's canonical ids, then the end-of-turn
+    token), after the ``done`` ids a cut turn already holds (a TreePO segment continues them).
+
+    Engines: ``HFPolicy`` masks the logits with a token trie of ``choices`` (so the ids are the
+    canonical ones); SGLang (``sampling_params.ebnf``) and vLLM (``structured_outputs.choice``)
+    constrain the *text* to ``texts``, any tokenization that spells it, ended by their EOS.
+    Logprobs are under the masked distribution each engine sampled from (disallowed tokens
+    removed, then temperature-scaled softmax): :func:`treegym.policies.constraint.masked_logprobs`
+    recomputes HFPolicy's from a model's logits and these choices.
+    """
+
+    choices: tuple[tuple[int, ...], ...]
+    """Token ids of each allowed continuation, each ending with the end-of-turn token."""
+    texts: tuple[str, ...]
+    """The same continuations as text, without the end token (for text-level constraints)."""
+
+    def __post_init__(self) -> None:
+        if not self.choices or len(self.choices) != len(self.texts):
+            raise ValueError(
+                f"a choice constraint needs choices and one text per choice, got "
+                f"{len(self.choices)} choices and {len(self.texts)} texts"
+            )
+        if any(not c for c in self.choices):
+            raise ValueError("a choice constraint has an empty choice")
 
 
 @dataclass(frozen=True)
@@ -99,6 +142,9 @@ class GenerateRequest:
     hints: Mapping[str, Any] | None = None
     """Side information for scripted policies (admissible commands, expert plan). Never sent
     to a model server; models must act from ``input_ids`` alone."""
+    constraint: ChoiceConstraint | None = None
+    """Constrained decoding (``--action-format choice``): the only continuations allowed.
+    The one way anything of ``hints`` reaches an engine, and only as this explicit mask."""
 
 
 @dataclass(frozen=True)

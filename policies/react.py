@@ -21,13 +21,16 @@ model sees the consequence) and the turn records why.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .protocol import GenerateResult
+from .actions import MALFORMED_ACTION, ActionFormat, ActionLine
+from .template import Generation, Template, tidy_observation
+
+__all__ = ["MALFORMED_ACTION", "Generation", "ReActTemplate", "Transcript", "Turn",
+           "parse_action", "tidy_observation"]  # fmt: skip
 
 SYSTEM = "<|system|>"
 USER = "<|user|>"
@@ -35,7 +38,6 @@ ASSISTANT = "<|assistant|>"
 END = "<|end|>"
 PAD = "<|pad|>"
 SPECIAL_TOKENS = (PAD, SYSTEM, USER, ASSISTANT, END)
-MALFORMED_ACTION = "[malformed action]"
 TEMPLATE_FILE = "template.json"
 """Beside a model's weights: the ReAct template settings it was trained with."""
 
@@ -43,42 +45,15 @@ DEFAULT_SYSTEM_PROMPT = (
     "You are an agent playing a text adventure. Read the observation, then answer with one "
     "line 'Thought: ...' and one line 'Action: <command>'."
 )
-_BANNER_LINE = re.compile(r"^[\s$|\\/_>]*$")
-_STATUS_LINE = re.compile(r"^\s*>\s{8,}\S")  # the prompt '>' then the status bar
-_ACTION = re.compile(r"Action:[ \t]*([^\n]*)")
-
-
-def tidy_observation(text: str) -> str:
-    """Drop ASCII-art banner lines, the interpreter's prompt and status bar, and blank runs.
-
-    TextWorld's intro is ~1 KB of ``$$$`` art: paying for it in every trajectory's context buys
-    nothing. The game's words are kept as they are.
-    """
-    lines = [ln.rstrip() for ln in text.replace("\r", "").split("\n")]
-    kept = [
-        ln
-        for ln in lines
-        if not ((_BANNER_LINE.match(ln) and ln.strip()) or _STATUS_LINE.match(ln))
-    ]
-    body = "\n".join(kept).strip()
-    body = re.sub(r"\s*>\s*$", "", body)
-    return re.sub(r"\n{3,}", "\n\n", body).strip()
 
 
 def parse_action(text: str) -> tuple[str, str | None]:
     """``(action, error)`` from generated text; see the module docstring for the rule."""
-    text = text.replace(END, "")
-    matches = _ACTION.findall(text)
-    if not matches:
-        return MALFORMED_ACTION, "no 'Action:' line in the generation"
-    action = matches[-1].strip()
-    if not action:
-        return MALFORMED_ACTION, "empty action after 'Action:'"
-    return action, None
+    return ActionLine().parse(text.replace(END, ""))
 
 
 @dataclass(frozen=True)
-class ReActTemplate:
+class ReActTemplate(Template):
     """Renders the pieces of a ReAct conversation and tokenizes each piece once.
 
     ``tokenizer`` is any Hugging Face tokenizer that knows :data:`SPECIAL_TOKENS`.
@@ -88,11 +63,18 @@ class ReActTemplate:
     system_prompt: str = DEFAULT_SYSTEM_PROMPT
     show_admissible: bool = True
     tidy: bool = True
+    action_format: ActionFormat = field(default_factory=ActionLine)
 
     @classmethod
-    def for_model(cls, tokenizer: Any, model_path: str | Path | None = None) -> ReActTemplate:
+    def for_model(
+        cls,
+        tokenizer: Any,
+        model_path: str | Path | None = None,
+        action_format: ActionFormat | None = None,
+    ) -> ReActTemplate:
         """The template a model was trained with: settings from ``MODEL/template.json``
-        (``show_admissible``, ``system_prompt``) when the folder has one, else the defaults."""
+        (``show_admissible``, ``system_prompt``) when the folder has one, else the defaults;
+        ``action_format`` replaces the ``Action:`` line."""
         settings: dict[str, Any] = {}
         file = Path(model_path) / TEMPLATE_FILE if model_path is not None else None
         if file is not None and file.is_file():
@@ -100,21 +82,17 @@ class ReActTemplate:
             unknown = set(settings) - {"show_admissible", "system_prompt", "tidy"}
             if unknown:
                 raise ValueError(f"{file}: unknown template settings {sorted(unknown)}")
+        if action_format is not None:
+            settings["action_format"] = action_format
         return cls(tokenizer, **settings)
 
     # -------------------------------------------------------------- text pieces
-    def _user_body(self, observation: str, admissible: Sequence[str] | None) -> str:
-        body = tidy_observation(observation) if self.tidy else observation
-        if self.show_admissible and admissible:
-            body += "\nAdmissible commands: " + " | ".join(admissible)
-        return body
-
     def prompt_text(self, observation: str, admissible: Sequence[str] | None = None) -> str:
-        user = self._user_body(observation, admissible)
+        user = self.user_body(observation, admissible)
         return f"{SYSTEM}{self.system_prompt}{END}\n{USER}{user}{END}\n{ASSISTANT}"
 
     def observation_text(self, observation: str, admissible: Sequence[str] | None = None) -> str:
-        return f"\n{USER}{self._user_body(observation, admissible)}{END}\n{ASSISTANT}"
+        return f"\n{USER}{self.user_body(observation, admissible)}{END}\n{ASSISTANT}"
 
     @staticmethod
     def assistant_text(thought: str, action: str) -> str:
@@ -122,17 +100,16 @@ class ReActTemplate:
         return f"Thought: {thought}\nAction: {action}{END}"
 
     # -------------------------------------------------------------- token ids
-    def encode(self, text: str) -> list[int]:
-        return list(self.tokenizer.encode(text, add_special_tokens=False))
-
-    def decode(self, ids: Sequence[int]) -> str:
-        return self.tokenizer.decode(list(ids), skip_special_tokens=False)
-
     @property
     def end_id(self) -> int:
         return int(self.tokenizer.convert_tokens_to_ids(END))
 
+    @property
+    def closing_tail(self) -> tuple[int, ...]:
+        return ()  # the next piece starts with its own "\n<|user|>"
+
     def prompt_ids(self, observation: str, admissible: Sequence[str] | None = None) -> list[int]:
+        self.require_admissible(admissible)
         return self.encode(self.prompt_text(observation, admissible))
 
     def observation_ids(
@@ -140,33 +117,8 @@ class ReActTemplate:
     ) -> list[int]:
         return self.encode(self.observation_text(observation, admissible))
 
-    @staticmethod
-    def next_prompt(
-        parent_ids: Sequence[int],
-        generated_ids: Sequence[int],
-        closing_ids: Sequence[int],
-        observation_ids: Sequence[int],
-    ) -> list[int]:
-        """The next request's prompt: the parent's ids and the turn's ids, never re-encoded."""
-        return [*parent_ids, *generated_ids, *closing_ids, *observation_ids]
-
-    def read(self, result: GenerateResult) -> Generation:
-        """Decode a result once and parse its action (before the env is stepped with it)."""
-        text = self.decode(result.output_ids)
-        action, error = parse_action(text)
-        closing = () if result.output_ids[-1:] == (self.end_id,) else (self.end_id,)
-        return Generation(result, text, action, error, closing)
-
-
-@dataclass(frozen=True)
-class Generation:
-    """A generation read by the template: its text, the parsed action, the closing ids."""
-
-    result: GenerateResult
-    text: str
-    action: str
-    parse_error: str | None
-    closing_ids: tuple[int, ...]
+    def command_ids(self, command: str) -> tuple[int, ...]:
+        return tuple(self.encode(command))  # END is atomic: "cmd<|end|>" = cmd's ids + END
 
 
 @dataclass(frozen=True)

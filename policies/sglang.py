@@ -44,6 +44,22 @@ from .protocol import GenerateRequest, GenerateResult, Policy, PolicyError
 _FINISH = {"stop": "stop", "length": "length", "abort": "abort"}
 
 
+def sampling_params(req: GenerateRequest) -> dict[str, Any]:
+    """SGLang's ``sampling_params`` of a request; a choice constraint becomes SGLang's
+    ``ebnf`` (one alternative per allowed text), which SGLang 0.5's grammar backend (xgrammar)
+    applies as a vocabulary mask before sampling: its logprobs are then under the masked
+    distribution too. SGLang constrains the *text* (any tokenization of it), ended by EOS."""
+    out = req.sampling.to_sglang()
+    if req.constraint is not None:
+        out["ebnf"] = "root ::= " + " | ".join(_ebnf_string(t) for t in req.constraint.texts)
+    return out
+
+
+def _ebnf_string(text: str) -> str:
+    escaped = text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    return f'"{escaped}"'
+
+
 _MOD = (1 << 61) - 1
 
 
@@ -198,7 +214,7 @@ class SGLangPolicy(Policy):
             return [await self._generate_one(url, requests[0])]
         body: dict[str, Any] = {
             "input_ids": [list(r.input_ids) for r in requests],
-            "sampling_params": [r.sampling.to_sglang() for r in requests],
+            "sampling_params": [sampling_params(r) for r in requests],
             "return_logprob": True,
             "logprob_start_len": -1,
         }
@@ -229,7 +245,7 @@ class SGLangPolicy(Policy):
     async def _generate_one(self, url: str, req: GenerateRequest) -> GenerateResult:
         body: dict[str, Any] = {
             "input_ids": list(req.input_ids),
-            "sampling_params": req.sampling.to_sglang(),
+            "sampling_params": sampling_params(req),
             "return_logprob": True,
             "logprob_start_len": -1,
         }

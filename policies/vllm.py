@@ -17,6 +17,12 @@ processed_logprobs``, so a logprob is under the temperature-scaled distribution,
 set the logprobs are under the truncated distribution (vLLM's rule, documented in README).
 vLLM caches whole KV blocks, so ``cached_tokens`` comes in block multiples.
 
+Constrained choice (``GenerateRequest.constraint``): ``structured_outputs: {"choice": texts}``
+(vLLM 0.32's ``StructuredOutputsParams``, xgrammar by default). vLLM applies the grammar's
+bitmask to the logits before its sampler (``apply_grammar_bitmask`` in the model runner), so
+the processed logprobs are under the masked distribution; it constrains the text (any
+tokenization of it), ended by the model's EOS.
+
 Weight updates (``load_weights``) use vLLM's own routes, mounted when the server runs with
 ``VLLM_SERVER_DEV_MODE=1`` (the launcher sets it): ``/pause?mode=wait``, ``/collective_rpc``
 with ``reload_weights(weights_path=...)``, ``/reset_prefix_cache``, ``/update_weight_version``,
@@ -89,6 +95,8 @@ class VLLMPolicy(Policy):
             body["seed"] = sp.seed
         if sp.ignore_eos:
             body["ignore_eos"] = True
+        if req.constraint is not None:
+            body["structured_outputs"] = {"choice": list(req.constraint.texts)}
         return body
 
     async def _one(self, req: GenerateRequest) -> GenerateResult:
