@@ -9,7 +9,26 @@ import typer
 from rich.table import Table
 
 from treegym import config as config_mod
-from treegym.cli_options import console, err_console, fail, parse_kwargs
+from treegym.cli_options import (
+    ConcurrencyOpt,
+    ConfigOpt,
+    EnvOpt,
+    GateOpt,
+    GateParamOpt,
+    KwargOpt,
+    MaxNewTokensOpt,
+    ParamOpt,
+    PolicyOpt,
+    SamplerOpt,
+    SeedOpt,
+    TasksOpt,
+    TemperatureOpt,
+    WorkersOpt,
+    console,
+    err_console,
+    fail,
+    parse_kwargs,
+)
 from treegym.envs.checker import Plan as CheckPlan
 from treegym.train_cli import train_command
 
@@ -213,83 +232,32 @@ def _serve_vllm(path: str, host: str, port: int, extra: list[str]) -> None:
 # ---------------------------------------------------------------------- collect
 @app.command("collect")
 def collect_command(
-    env: Annotated[
-        str | None,
-        typer.Option(help="Env id (see `treegym envs`). [default: treegym/TextWorld-v0]"),
-    ] = None,
-    kwarg: Annotated[
-        list[str],
-        typer.Option("--kwarg", "-k", help="Env constructor argument key=value (repeatable)."),
-    ] = [],  # noqa: B006 - typer needs a literal default
-    tasks: Annotated[
-        str | None,
-        typer.Option(
-            help="Task source: 'embedded' (held-out games of the embedded model's family), a "
-            "pattern with {seed} (e.g. 'tw-cooking:recipe=2,seed={seed}', 'toy-{seed}'), a "
-            "folder of games/tasks, or one task. [default: the env's own set]"
-        ),
-    ] = None,
+    env: EnvOpt = None,
+    kwarg: KwargOpt = [],  # noqa: B006 - typer needs a literal default
+    tasks: TasksOpt = None,
     n_tasks: Annotated[
         int | None, typer.Option(help="Number of tasks. [default: 4; a folder: all]")
     ] = None,
     task_seed: Annotated[int | None, typer.Option(help="First seed of a task pattern.")] = None,
-    sampler: Annotated[
-        str | None,
-        typer.Option(help="chain | tree_grpo | treepo | trace | selective. [default: tree_grpo]"),
-    ] = None,
-    param: Annotated[
-        list[str],
-        typer.Option(
-            "--param",
-            "-p",
-            help="Sampler parameter key=value (repeatable): tree_grpo m,n,l,k (default "
-            "2,2,1,3, the published setting); chain group_size (default 6); treepo "
-            "segment_len,max_width,div,...; trace roots,continuations,... Leaves per task "
-            "follow from these.",
-        ),
-    ] = [],  # noqa: B006 - typer needs a literal default
-    gate: Annotated[
-        str | None,
-        typer.Option(
-            help="Gate around chain or tree_grpo: selective (Selective Rollout). [default: none]"
-        ),
-    ] = None,
-    gate_param: Annotated[
-        list[str],
-        typer.Option(
-            "--gate-param",
-            "-g",
-            help="Gate parameter key=value (repeatable): selective k (default 10), d_l "
-            "(default 0.12), or_finished, ended_before_k (evaluate or pass: a group whose "
-            "every chain ended before step K; default evaluate).",
-        ),
-    ] = [],  # noqa: B006 - typer needs a literal default
-    policy: Annotated[
-        str | None,
-        typer.Option(help=f"Policy: {config_mod.POLICY_FORMS}. [default: embedded]"),
-    ] = None,
+    sampler: SamplerOpt = None,
+    param: ParamOpt = [],  # noqa: B006
+    gate: GateOpt = None,
+    gate_param: GateParamOpt = [],  # noqa: B006
+    policy: PolicyOpt = None,
     tokenizer: Annotated[
         str | None,
         typer.Option(help="Tokenizer folder for sglang:/scripted: policies. [default: embedded]"),
     ] = None,
-    temperature: Annotated[
-        float | None, typer.Option(help="Sampling temperature. [default: 1.0]")
-    ] = None,
-    max_new_tokens: Annotated[
-        int | None, typer.Option(help="Tokens per turn. [default: 48]")
-    ] = None,
+    temperature: TemperatureOpt = None,
+    max_new_tokens: MaxNewTokensOpt = None,
     context_length: Annotated[
         int | None, typer.Option(help="Context limit per trajectory. [default: 2048]")
     ] = None,
     token_budget: Annotated[
         int | None, typer.Option(help="Generated tokens allowed per task. [default: no limit]")
     ] = None,
-    concurrency: Annotated[
-        int | None, typer.Option(help="Tasks grown at once. [default: 4]")
-    ] = None,
-    workers: Annotated[
-        int | None, typer.Option(help="Env worker processes (0: in this process). [default: 2]")
-    ] = None,
+    concurrency: ConcurrencyOpt = None,
+    workers: WorkersOpt = None,
     executor_kind: Annotated[
         str | None,
         typer.Option(
@@ -304,9 +272,7 @@ def collect_command(
             "[default: start a local Ray]"
         ),
     ] = None,
-    seed: Annotated[
-        int | None, typer.Option(help="Seed of sampling and the policy. [default: 0]")
-    ] = None,
+    seed: SeedOpt = None,
     out: Annotated[
         str | None, typer.Option(help="Run folder. [default: runs/<name or timestamp>]")
     ] = None,
@@ -321,15 +287,7 @@ def collect_command(
             help="Replace the run in --out; with --resume, continue it even if its config differs.",
         ),
     ] = False,
-    config: Annotated[
-        str | None,
-        typer.Option(
-            "--config",
-            "-c",
-            help="Config file: TOML with these options as keys (env_kwargs and sampler_params "
-            "as tables), or a run folder / its manifest.json to repeat that run.",
-        ),
-    ] = None,
+    config: ConfigOpt = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No live progress.")] = False,
 ) -> None:
     """Collect tree rollouts into a run folder (parquet), with live progress and a summary.
