@@ -63,15 +63,18 @@ ENV_DEFAULT_TASKS = {
 }
 
 POLICY_FORMS = (
-    "embedded, hf:PATH, sglang:URL[,URL...], vllm:URL, scripted:expert[:EPSILON], scripted:random"
+    "embedded, smollm2, hf:PATH, sglang:URL[,URL...], vllm:URL, scripted:expert[:EPSILON], "
+    "scripted:random"
 )
+CONSTRAINING_POLICIES = ("embedded", "smollm2", "hf", "sglang", "vllm")
+"""Policy kinds whose engine can constrain decoding (``--action-format choice``)."""
 EXECUTORS = ("process", "ray")
 GAME_FILES = ("*.z8", "*.ulx", "game.tw-pddl")
 
 IDENTITY_KEYS = (
     "env", "env_kwargs", "tasks", "n_tasks", "task_seed", "sampler", "sampler_params",
-    "gate", "gate_params", "policy", "tokenizer", "temperature", "max_new_tokens",
-    "context_length", "token_budget", "seed",
+    "gate", "gate_params", "policy", "tokenizer", "template", "action_format", "temperature",
+    "max_new_tokens", "context_length", "token_budget", "seed",
 )  # fmt: skip
 """Keys that change what a run samples: stored in ``config.collect`` (the run's identity)."""
 RUNTIME_KEYS = ("concurrency", "workers", "executor", "ray_address")
@@ -106,7 +109,14 @@ class CollectConfig:
     """Overrides of ``GATE_DEFAULTS[gate]`` (e.g. ``{"k": 10, "d_l": 0.12}``)."""
     policy: str = "embedded"
     tokenizer: str | None = None
-    """Tokenizer folder for ``sglang:``/``scripted:`` policies; ``None``: the embedded one."""
+    """Tokenizer folder for ``sglang:``/``vllm:``/``scripted:`` policies; ``None``: the
+    embedded one."""
+    template: str | None = None
+    """``react``, ``chat`` or ``chat:FILE`` (``policies/make_template.py``); ``None``: the
+    model's default, resolved when the policy is built (the run records the resolved one)."""
+    action_format: str | None = None
+    """``action``, ``tags[:NAMES]``, ``regex:PATTERN`` or ``choice`` (``policies/actions.py``);
+    ``None``: the template's default, resolved when the policy is built."""
     temperature: float = 1.0
     max_new_tokens: int = 48
     context_length: int = 2048
@@ -178,7 +188,8 @@ class CollectConfig:
     def validate(self) -> None:
         """Check everything that can be checked without running (raises :class:`ConfigError`)."""
         self.build_sampler()
-        parse_policy(self.policy)
+        spec = parse_policy(self.policy)
+        self._validate_template(spec)
         for name, value, low in (
             ("n_tasks", self.n_tasks, 1), ("token_budget", self.token_budget, 1),
             ("max_new_tokens", self.max_new_tokens, 1), ("concurrency", self.concurrency, 1),
@@ -208,6 +219,30 @@ class CollectConfig:
             raise ConfigError("env_kwargs, sampler_params and gate_params must be tables")
         if self.gate_params and not self.gate:
             raise ConfigError("gate parameters (-g) need a gate: --gate selective")
+
+    def _validate_template(self, spec: PolicySpec) -> None:
+        """A known template and action format, and a constraint only for engines that can."""
+        from treegym.policies.actions import ActionFormatError, parse_action_format
+
+        name, colon, file = (self.template or "").partition(":")
+        if self.template is not None and not (
+            (name == "react" and not colon) or (name == "chat" and (file or not colon))
+        ):
+            raise ConfigError(
+                f"unknown template {self.template!r}; use one of: react, chat, chat:FILE"
+            )
+        if self.action_format is None:
+            return
+        try:
+            fmt = parse_action_format(self.action_format)
+        except ActionFormatError as exc:
+            raise ConfigError(str(exc)) from None
+        if fmt.constrained and spec.kind not in CONSTRAINING_POLICIES:
+            raise ConfigError(
+                f"--action-format {fmt.spec} needs an engine that constrains decoding, and "
+                f"--policy {self.policy} cannot; use {', '.join(CONSTRAINING_POLICIES)}, or "
+                "another --action-format"
+            )
 
     def build_sampler(self) -> Any:
         sampler = build_sampler(self.sampler, self.resolved_sampler_params())
@@ -303,7 +338,8 @@ _FIELD_TYPES = {
     "env": (str,), "env_kwargs": (dict,), "tasks": (str, type(None)),
     "n_tasks": (int, type(None)), "task_seed": (int,), "sampler": (str,),
     "sampler_params": (dict,), "gate": (str, type(None)), "gate_params": (dict,),
-    "policy": (str,), "tokenizer": (str, type(None)),
+    "policy": (str,), "tokenizer": (str, type(None)), "template": (str, type(None)),
+    "action_format": (str, type(None)),
     "temperature": (float, int), "max_new_tokens": (int,), "context_length": (int,),
     "token_budget": (int, type(None)), "seed": (int,), "concurrency": (int,), "workers": (int,),
     "executor": (str,), "ray_address": (str, type(None)),
@@ -419,8 +455,8 @@ class PolicySpec:
 
 def parse_policy(spec: str) -> PolicySpec:
     kind, _, rest = spec.partition(":")
-    if kind == "embedded" and not rest:
-        return PolicySpec("embedded")
+    if kind in ("embedded", "smollm2") and not rest:
+        return PolicySpec(kind)
     if kind in ("hf", "sglang", "vllm") and rest:
         return PolicySpec(kind, rest)
     if kind == "scripted" and rest:
@@ -441,33 +477,27 @@ def parse_policy(spec: str) -> PolicySpec:
 
 
 def build_policy(cfg: CollectConfig) -> tuple[Any, Any]:
-    """``(policy, ReActTemplate)`` for ``cfg.policy`` (models load here)."""
+    """``(policy, template)`` for ``cfg.policy`` (models load here); ``cfg.template`` and
+    ``cfg.action_format`` are set to the resolved choices, so the run's manifest names them."""
     from transformers.utils import logging as hf_logging
 
-    from treegym.policies import PolicyError, ReActTemplate, ScriptedPolicy
-    from treegym.policies.embedded import embedded_model_path
+    from treegym.policies import ScriptedPolicy
 
     hf_logging.disable_progress_bar()  # "Loading weights" bars would garble the progress display
     spec = parse_policy(cfg.policy)
-    if spec.kind in ("embedded", "hf"):
-        from treegym.policies.hf import HFPolicy
-
-        path = embedded_model_path() if spec.kind == "embedded" else Path(spec.target)
-        if not Path(path).is_dir():
-            raise ConfigError(f"model folder not found: {path}")
-        try:
-            policy: Any = HFPolicy(path, seed=cfg.seed)
-        except (PolicyError, OSError, ValueError) as exc:
-            raise ConfigError(f"cannot load the model in {path}: {exc}") from None
-        return policy, ReActTemplate.for_model(policy.tokenizer, path)
+    if spec.kind in ("embedded", "smollm2", "hf"):
+        policy: Any = _local_policy(cfg, spec)
+        return policy, resolve_template(cfg, policy.tokenizer, policy.model_path, spec)
     from transformers import AutoTokenizer
+
+    from treegym.policies.embedded import embedded_model_path
 
     tok_path = Path(cfg.tokenizer).expanduser() if cfg.tokenizer else embedded_model_path()
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(tok_path))
     except (OSError, ValueError) as exc:
         raise ConfigError(f"cannot load a tokenizer from {tok_path}: {exc}") from None
-    template = ReActTemplate.for_model(tokenizer, tok_path)
+    template = resolve_template(cfg, tokenizer, tok_path, spec)
     if spec.kind == "sglang":
         from treegym.policies.sglang import SGLangPolicy
 
@@ -477,6 +507,59 @@ def build_policy(cfg: CollectConfig) -> tuple[Any, Any]:
 
         return VLLMPolicy(spec.target), template
     return ScriptedPolicy(template, spec.target, epsilon=spec.epsilon, seed=cfg.seed), template
+
+
+def local_model_path(spec: PolicySpec) -> Path:
+    """The model folder of an ``embedded``, ``smollm2`` or ``hf:PATH`` policy (SmolLM2 is
+    converted into the cache the first time)."""
+    from treegym.policies.embedded import embedded_model_path
+    from treegym.policies.smollm2 import SmolLM2Unavailable, smollm2_model_path
+
+    if spec.kind == "embedded":
+        return embedded_model_path()
+    if spec.kind == "smollm2":
+        try:
+            return smollm2_model_path()
+        except SmolLM2Unavailable as exc:
+            raise ConfigError(str(exc)) from None
+    return Path(spec.target)
+
+
+def _local_policy(cfg: CollectConfig, spec: PolicySpec) -> Any:
+    from treegym.policies import PolicyError
+    from treegym.policies.hf import HFPolicy
+
+    path = local_model_path(spec)
+    if not path.is_dir():
+        raise ConfigError(f"model folder not found: {path}")
+    try:
+        return HFPolicy(path, seed=cfg.seed)
+    except (PolicyError, OSError, ValueError) as exc:
+        raise ConfigError(f"cannot load the model in {path}: {exc}") from None
+
+
+def resolve_template(cfg: CollectConfig, tokenizer: Any, path: Path, spec: PolicySpec) -> Any:
+    """The template of ``cfg`` for ``tokenizer`` (defaults in ``policies/make_template.py``);
+    records the resolved template and action format in ``cfg``."""
+    from treegym.policies.actions import ActionFormatError
+    from treegym.policies.make_template import default_template_kind, make_template
+    from treegym.policies.template import TemplateError
+
+    if spec.kind == "scripted":  # it writes ReAct turns ("Thought: … Action: …<|end|>")
+        if cfg.template not in (None, "react"):
+            raise ConfigError(f"--policy {cfg.policy} writes ReAct turns: use --template react")
+        kind = "react"
+    else:
+        kind = cfg.template or default_template_kind(tokenizer, path)
+    try:
+        template = make_template(tokenizer, path, kind, cfg.action_format,
+                                 can_constrain=spec.kind in CONSTRAINING_POLICIES)  # fmt: skip
+    except ActionFormatError as exc:
+        raise ConfigError(str(exc)) from None
+    except TemplateError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    cfg.template, cfg.action_format = kind, template.action_format.spec
+    return template
 
 
 # ---------------------------------------------------------------------- tasks
