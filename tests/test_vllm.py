@@ -171,3 +171,40 @@ def test_no_server_and_no_vllm_are_one_line_errors(tmp_path):
     assert proc.returncode != 0
     assert "vLLM is not installed: `bash scripts/setup_vllm.sh`" in proc.stderr
     assert proc.stderr.strip().count("\n") == 0 and "Traceback" not in proc.stderr
+
+
+@needs_vllm
+def test_constrained_choice_through_structured_outputs(server, model):
+    """``structured_outputs.choice``: every sample spells one admissible command and ends with
+    the end token; its logprobs are under the masked distribution (never below the model's
+    unmasked ones, and above them where the mask removed mass)."""
+    from transformers import AutoTokenizer
+
+    from treegym.policies.actions import Choice
+    from treegym.policies.react import ReActTemplate
+
+    template = ReActTemplate(AutoTokenizer.from_pretrained(model), action_format=Choice())
+    commands = ["go east", "take key", "open chest", "look"]
+    prompt = tuple(template.prompt_ids("You are in a room with a chest.", commands))
+    constraint = template.constraint(commands)
+    reqs = [GenerateRequest(prompt, SamplingParams(max_new_tokens=16, temperature=1.0, seed=s,
+                                                   stop_token_ids=(template.end_id,)),
+                            constraint=constraint) for s in range(4)]  # fmt: skip
+    policy = VLLMPolicy(server)
+
+    async def go():
+        try:
+            return await policy.generate(reqs)
+        finally:
+            await policy.aclose()
+
+    lifted = 0.0
+    for res in asyncio.run(go()):
+        reading = template.read(res)
+        assert reading.action in commands and reading.parse_error is None
+        assert res.output_ids[-1] == template.end_id
+        plain = _hf_logprobs(model, prompt, res.output_ids, 1.0)
+        got = torch.tensor(res.logprobs)
+        assert (got >= plain - 1e-3).all()
+        lifted = max(lifted, float((got - plain).max()))
+    assert lifted > 0.01
