@@ -16,7 +16,13 @@ evicted least recently used when slots are needed.
 
 Accounting follows SGLang: ``cached_tokens`` is the matched prefix, at most ``prompt − 1``
 (the last prompt token always runs, to give the first logits); the stop token is kept in the
-output.
+output. Requests admitted together share work SGLang's default ``fcfs`` schedule does not
+share: the first of a node's children is prefilled and put in the tree before the next is
+matched, so the rest find the whole prompt cached, while SGLang matches every request of a
+prefill batch before any of them runs. ``cache_report = "sglang"`` (what ``treegym serve``
+sets) reports what SGLang would — the prefix cached when the request's admission round began —
+while the engine still computes the shared prompt once; ``"engine"`` (the default) reports the
+reuse this engine achieved.
 
 Determinism rule: a request's tokens depend on its seed and its own logits only (one draw per
 step from ``random.Random(seed)``, see ``sampling.py``). A row's logits can differ in the last
@@ -37,6 +43,7 @@ from __future__ import annotations
 import atexit
 import concurrent.futures
 import inspect
+import itertools
 import random
 import threading
 import time
@@ -89,6 +96,7 @@ class _Sequence:
     node: RadixNode | None = None
     next_token: int = 0
     cached: int = 0
+    round_cached: int = 0  # cached when its admission round began (SGLang's fcfs figure)
     reserved: int = 0  # slots promised to this request and not yet taken
     output: list[int] = field(default_factory=list)
     logprobs: list[float] = field(default_factory=list)
@@ -129,6 +137,7 @@ class BatchEngine:
         self.context_length = int(getattr(cfg, "max_position_embeddings", 2048))
         self.device = str(param.device)
         self.weight_version = "0"
+        self.cache_report = "engine"  # or "sglang": see the module docstring
         self.forward_steps = self.prefill_tokens = self.decode_tokens = 0
         self._cache_arg = _cache_argument(model)
         self._rng = random.Random(seed)
@@ -212,6 +221,7 @@ class BatchEngine:
 
     def _admit(self) -> None:
         """Move waiting requests into the batch while their memory is guaranteed."""
+        self._match_round()
         while self._waiting and len(self._running) < self.max_batch and not self._controls:
             seq = self._waiting[0]
             prompt = seq.req.input_ids
@@ -235,6 +245,17 @@ class BatchEngine:
                 continue
             seq.next_token = prompt[-1]
             self._running.append(seq)
+
+    def _match_round(self) -> None:
+        """SGLang's fcfs figure for the requests this round may admit: each one's prefix in the
+        tree before any of them is prefilled (SGLang 0.5.23 ``managers/scheduler.py``
+        4203-4274 matches a whole prefill batch first; its prompts enter the tree after the
+        batch ran, ``scheduler_components/batch_result_processor.py`` 394)."""
+        if not self.prefix_cache or self.cache_report != "sglang":
+            return
+        room = max(0, self.max_batch - len(self._running))
+        for seq in itertools.islice(self._waiting, room):
+            seq.round_cached = len(self.radix.match_prefix(seq.req.input_ids[:-1])[0])
 
     def _prefill(self, seq: _Sequence, tokens: Sequence[int]) -> None:
         for start in range(0, len(tokens), self.prefill_chunk):
@@ -289,7 +310,7 @@ class BatchEngine:
         picked, logps = sample_batch(
             logits, [s.req.sampling for s in rows], [s.rng.random() for s in rows]
         )
-        still = []
+        still, done = [], []
         for s, token, lp in zip(rows, picked, logps, strict=True):
             s.output.append(token)
             s.logprobs.append(lp)
@@ -299,11 +320,13 @@ class BatchEngine:
                 s.choice.advance(token)
                 stop = stop or s.choice.complete
             if stop or len(s.output) >= s.max_new:
-                self._finish(s, reason="stop" if stop else "length")
+                done.append((s, "stop" if stop else "length"))
             else:
                 s.next_token = token
                 still.append(s)
-        self._running = still
+        self._running = still  # before any result is out: stats() never counts a finished one
+        for s, reason in done:
+            self._finish(s, reason=reason)
 
     def _forward(self, tokens, positions, mask, new_slots, index) -> torch.Tensor:
         out = self.model(
@@ -334,12 +357,17 @@ class BatchEngine:
                 logprobs=tuple(seq.logprobs),
                 finish_reason=reason,
                 prompt_tokens=len(seq.req.input_ids),
-                cached_tokens=seq.cached,
+                cached_tokens=self._reported_cached(seq),
                 latency_s=time.perf_counter() - seq.t0,
                 rid=seq.req.rid,
                 weight_version=self.weight_version,
             )
         )
+
+    def _reported_cached(self, seq: _Sequence) -> int:
+        if self.cache_report == "sglang":  # eviction within the round can only shorten it
+            return min(seq.round_cached, seq.cached)
+        return seq.cached
 
     # ------------------------------------------------------------------ loop
     def _loop(self) -> None:

@@ -5,15 +5,25 @@
 and ``entrypoints/http_server.py``; see ``../shared/SGLANG.md``):
 
 * ``POST /generate`` — ``input_ids`` (one list, or a list of lists for a batch) or ``text``;
-  ``sampling_params`` (dict or list); ``return_logprob``; ``rid``. Unknown keys (the router adds
-  ``model``, ``stream``, ``log_metrics``, …) are accepted. Response: ``{"text", "output_ids",
-  "meta_info": {"id", "finish_reason", "prompt_tokens", "completion_tokens", "cached_tokens",
-  "e2e_latency", "output_token_logprobs"}}``, or a list of those for a batch.
-* ``GET /health``, ``/health_generate``, ``/get_model_info`` (``/model_info``),
-  ``/get_server_info`` (``/server_info``), ``POST /flush_cache`` (400 while requests run, as in
+  ``sampling_params`` (dict or list); ``return_logprob`` (``return_text_in_logprobs``);
+  ``rid``. Checked as strictly as SGLang checks it (``sglang_schema.py``: unknown sampling keys
+  and wrong types are ``{"error": "<text>"}``, refused values ``{"error": {"message"}}``, both
+  400); top-level keys SGLang does not know (the router adds ``model``, ``log_metrics``, …)
+  are ignored. Response: ``{"text", "output_ids", "meta_info": {"id", "finish_reason",
+  "prompt_tokens", "completion_tokens", "cached_tokens", "weight_version", "e2e_latency",
+  "output_token_logprobs"}}``, or a list of those for a batch; a logprob that is not finite is
+  ``null``, as SGLang's orjson writes it.
+* ``cached_tokens`` is what SGLang's default ``fcfs`` schedule would report (the engine's
+  ``cache_report = "sglang"``): children sent together count only what was cached before them,
+  although treegym's engine computes their shared prompt once. ``/server_info``'s
+  ``computed_prompt_tokens`` is what the engine did compute (with ``served_requests``).
+* ``GET /health``, ``/health_generate``, ``/model_info`` (``/get_model_info``),
+  ``/server_info`` (``/get_server_info``; ``enable_deterministic_inference: true``: this engine
+  always honours ``sampling_seed``), ``POST /flush_cache`` (400 while requests run, as in
   SGLang), ``POST /update_weights_from_disk`` (SGLang's ``UpdateWeightFromDiskReqInput``
   fields; ``{success, message, num_paused_requests}``, 200 or 400: a checkpoint of another
-  shape is refused and the old weights keep serving).
+  shape is refused and the old weights keep serving; ``num_paused_requests`` is 0, as SGLang's
+  disk update reports, ``scheduler_components/weight_updater.py`` 138-163).
 
 It binds 127.0.0.1 unless told otherwise. Streaming is not implemented (``stream: true`` is
 answered with a 400 that says so).
@@ -23,13 +33,14 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import time
+import math
 from typing import Any
 
 from aiohttp import web
 
 from .hf import HFPolicy
-from .protocol import GenerateRequest, PolicyError, SamplingParams
+from .protocol import GenerateRequest, GenerateResult, PolicyError, SamplingParams
+from .sglang_schema import ContractError, check_request, check_sampling, request_ids
 
 SERVER_VERSION = "treegym-hf/0.1"
 
@@ -38,10 +49,11 @@ class BadRequest(ValueError):
     """A /generate body that does not follow the protocol."""
 
 
-def parse_generate(body: Any, tokenizer: Any) -> tuple[list[GenerateRequest], bool, bool]:
-    """``(requests, is_batch, return_logprob)`` from a /generate JSON body."""
-    if not isinstance(body, dict):
-        raise BadRequest("the body must be a JSON object")
+def parse_generate(body: Any, tokenizer: Any) -> tuple[list[GenerateRequest], bool, dict]:
+    """``(requests, is_batch, options)`` from a /generate JSON body, checked as SGLang checks
+    it (``ContractError``/``ValueRefused`` from ``sglang_schema``, ``BadRequest`` for the rest).
+    ``options``: ``logprob`` (per request) and ``logprob_text``."""
+    check_request(body)
     if body.get("stream"):
         raise BadRequest("streaming is not supported by this server; send stream=false")
     given = [k for k in ("text", "input_ids", "input_embeds") if body.get(k) is not None]
@@ -55,39 +67,56 @@ def parse_generate(body: Any, tokenizer: Any) -> tuple[list[GenerateRequest], bo
         ]
     else:
         ids = body["input_ids"]
-        if not isinstance(ids, list) or not ids:
-            raise BadRequest("'input_ids' must be a non-empty list of ints or of lists of ints")
+        if not ids:
+            raise BadRequest("input_ids cannot be empty.")
         batch = isinstance(ids[0], list)
         prompts = ids if batch else [ids]
     vocab = len(tokenizer)
     for p in prompts:
-        if not p or not all(
-            isinstance(t, int) and not isinstance(t, bool) and 0 <= t < vocab for t in p
-        ):
+        if not p or not all(0 <= t < vocab for t in p):
             raise BadRequest(f"every prompt must be a non-empty list of token ids in [0, {vocab})")
     params = body.get("sampling_params") or {}
     params_list = params if isinstance(params, list) else [params] * len(prompts)
     if len(params_list) != len(prompts):
         raise BadRequest(f"{len(params_list)} sampling_params for {len(prompts)} prompts")
-    rids = body.get("rid")
-    rid_list = (
-        rids
-        if isinstance(rids, list)
-        else (
-            [f"{rids}_{i}" for i in range(len(prompts))]
-            if batch and rids
-            else [rids] * len(prompts)
-        )
-    )
+    rids = request_ids(body.get("rid"), batch, len(prompts))
+    checked = [check_sampling(p) for p in params_list]
     try:
-        sampling = [SamplingParams.from_sglang(p) for p in params_list]
+        sampling = [SamplingParams.from_sglang(p) for p in checked]
     except (TypeError, ValueError) as exc:
         raise BadRequest(f"bad sampling_params: {exc}") from None
     requests = [
-        GenerateRequest(tuple(p), s, rid=r)
-        for p, s, r in zip(prompts, sampling, rid_list, strict=True)
+        GenerateRequest(tuple(p), s, rid=r) for p, s, r in zip(prompts, sampling, rids, strict=True)
     ]
-    return requests, batch, bool(body.get("return_logprob"))
+    logprob = body.get("return_logprob")
+    options = {
+        "logprob": logprob if isinstance(logprob, list) else [bool(logprob)] * len(prompts),
+        "logprob_text": bool(body.get("return_text_in_logprobs")),
+    }
+    if len(options["logprob"]) != len(prompts):
+        raise BadRequest(f"{len(options['logprob'])} return_logprob for {len(prompts)} prompts")
+    return requests, batch, options
+
+
+def generate_item(res: GenerateResult, rid: str, logprob: bool, text_of: Any) -> dict[str, Any]:
+    """One result as SGLang's tokenizer manager writes it (``managers/tokenizer_manager.py``
+    2507-2559, 2652-2657); ``text_of(ids)`` decodes, or is ``None`` for no logprob text."""
+    finish: dict[str, Any] = (
+        {"type": "stop", "matched": res.output_ids[-1]}
+        if res.finish_reason == "stop"
+        else {"type": "length", "length": len(res.output_ids)}
+    )
+    meta: dict[str, Any] = {
+        "id": rid, "finish_reason": finish, "prompt_tokens": res.prompt_tokens,
+        "weight_version": res.weight_version, "completion_tokens": len(res.output_ids),
+        "cached_tokens": res.cached_tokens, "e2e_latency": res.latency_s,
+    }  # fmt: skip
+    if logprob:
+        meta["output_token_logprobs"] = [
+            [lp if math.isfinite(lp) else None, tok, text_of([tok]) if text_of else None]
+            for lp, tok in zip(res.logprobs, res.output_ids, strict=True)
+        ]
+    return {"output_ids": list(res.output_ids), "meta_info": meta}
 
 
 #: ``UpdateWeightFromDiskReqInput``'s fields (SGLang 0.5.23 ``managers/io_struct.py``).
@@ -117,9 +146,12 @@ def parse_update_weights(body: Any) -> dict[str, Any]:
     return body
 
 
-def make_app(policy: HFPolicy) -> web.Application:
-    """The aiohttp application serving ``policy``."""
+def make_app(policy: HFPolicy, *, cache_report: str = "sglang") -> web.Application:
+    """The aiohttp application serving ``policy``; ``cache_report`` sets what its
+    ``cached_tokens`` mean (the module docstring; ``"engine"``: this engine's reuse)."""
     counter = itertools.count()
+    served = [0]
+    policy.engine.cache_report = cache_report
     app = web.Application(client_max_size=64 << 20)
 
     async def health(_: web.Request) -> web.Response:
@@ -127,6 +159,7 @@ def make_app(policy: HFPolicy) -> web.Application:
 
     async def health_generate(_: web.Request) -> web.Response:
         await policy.generate([GenerateRequest((0,), SamplingParams(max_new_tokens=1))])
+        served[0] += 1
         return web.Response(text="")
 
     async def model_info(_: web.Request) -> web.Response:
@@ -142,6 +175,9 @@ def make_app(policy: HFPolicy) -> web.Application:
             "disable_radix_cache": not policy.engine.prefix_cache,
             "context_length": policy.context_length,
             "weight_version": stats["weight_version"],
+            "enable_deterministic_inference": True, "schedule_policy": "fcfs",
+            "served_requests": served[0],
+            "computed_prompt_tokens": stats["prefill_tokens"] + served[0],
             "prefix_cache_tokens": stats["cached_tokens"],
             "prefix_cache_bytes": stats["cached_tokens"] * policy.kv_bytes_per_token,
             "kv_capacity_tokens": stats["kv_capacity_tokens"],
@@ -161,7 +197,6 @@ def make_app(policy: HFPolicy) -> web.Application:
             body = parse_update_weights(await request.json())
         except (BadRequest, ValueError) as exc:
             return web.json_response({"error": str(exc)}, status=400)
-        paused = policy.engine.stats()["running"]
         try:
             version = await policy.load_weights(body["model_path"], body.get("weight_version"))
         except PolicyError as exc:
@@ -169,42 +204,26 @@ def make_app(policy: HFPolicy) -> web.Application:
                 {"success": False, "message": str(exc), "num_paused_requests": 0}, status=400
             )
         return web.json_response({
-            "success": True, "num_paused_requests": paused,
-            "message": f"Succeeded to update model weights (weight_version {version}).",
+            "success": True, "num_paused_requests": 0,
+            "message": f"Succeeded to update model weights. Weight version updated to {version}.",
         })  # fmt: skip
 
     async def generate(request: web.Request) -> web.Response:
-        t0 = time.perf_counter()
         try:
             body = await request.json()
-            reqs, batch, want_logprob = parse_generate(body, policy.tokenizer)
+            reqs, batch, options = parse_generate(body, policy.tokenizer)
             results = await policy.generate(reqs)
+        except ContractError as exc:  # SGLang's schema gate answers a bare string
+            return web.json_response({"error": str(exc)}, status=400)
         except (BadRequest, PolicyError, ValueError) as exc:
             return web.json_response({"error": {"message": str(exc)}}, status=400)
+        served[0] += len(results)
+        text_of = policy.tokenizer.decode if options["logprob_text"] else None
         items = []
-        for req, res in zip(reqs, results, strict=True):
-            finish: dict[str, Any] = (
-                {"type": "stop", "matched": res.output_ids[-1]}
-                if res.finish_reason == "stop"
-                else {"type": "length", "length": len(res.output_ids)}
-            )
-            meta: dict[str, Any] = {
-                "id": req.rid or f"treegym-{next(counter)}",
-                "finish_reason": finish,
-                "prompt_tokens": res.prompt_tokens,
-                "completion_tokens": len(res.output_ids),
-                "cached_tokens": res.cached_tokens,
-                "e2e_latency": time.perf_counter() - t0,
-            }
-            if want_logprob:
-                meta["output_token_logprobs"] = [
-                    [lp, tok, None] for lp, tok in zip(res.logprobs, res.output_ids, strict=True)
-                ]
-            items.append({
-                "text": policy.tokenizer.decode(list(res.output_ids), skip_special_tokens=False),
-                "output_ids": list(res.output_ids),
-                "meta_info": meta,
-            })  # fmt: skip
+        for req, res, logprob in zip(reqs, results, options["logprob"], strict=True):
+            item = generate_item(res, req.rid or f"treegym-{next(counter)}", logprob, text_of)
+            text = policy.tokenizer.decode(list(res.output_ids), skip_special_tokens=False)
+            items.append({"text": text, **item})
         return web.json_response(items if batch else items[0])
 
     app.router.add_route("*", "/health", health)
