@@ -3,7 +3,8 @@
 Connection errors, timeouts and 5xx answers are retried with exponential backoff; after the
 last attempt an :class:`Unreachable` names the server and the last failure. A 4xx answer
 (:class:`Refused`) or a body that is not JSON fails at once with the server's message: those
-do not get better by asking again.
+do not get better by asking again. A JSON error body is reduced to its message
+(:func:`error_message`).
 """
 
 from __future__ import annotations
@@ -57,22 +58,25 @@ class JSONClient:
                 raise Refused(f"{url} answered HTTP {resp.status}: {text[:300]}", resp.status)
             return _json(text, url)
 
-    async def post(self, url: str, body: Any, *, want_json: bool = True) -> Any:
-        """POST ``body`` as JSON; the parsed answer (its text if not ``want_json``). Retries
-        as the module says."""
+    async def post(
+        self, url: str, body: Any, *, want_json: bool = True, headers: dict | None = None
+    ) -> Any:
+        """POST ``body`` as JSON (with ``headers``); the parsed answer (its text if not
+        ``want_json``). Retries as the module says."""
         last = ""
         for attempt in range(self.retries):
             if attempt:
                 await asyncio.sleep(self.backoff_s * 2 ** (attempt - 1))
             try:
-                async with self.session().post(url, json=body) as resp:
+                async with self.session().post(url, json=body, headers=headers) as resp:
                     text = await resp.text()
                     if resp.status >= 500:
-                        last = f"HTTP {resp.status}: {text[:200]}"
+                        last = f"HTTP {resp.status}: {error_message(text)[:200]}"
                         continue
                     if resp.status >= 400:
                         raise Refused(
-                            f"{url} refused the request: HTTP {resp.status}: {text[:300]}",
+                            f"{url} refused the request: HTTP {resp.status}: "
+                            f"{error_message(text)[:300]}",
                             resp.status,
                         )
                     return _json(text, url) if want_json else text
@@ -83,6 +87,27 @@ class JSONClient:
             ) as exc:
                 last = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         raise Unreachable(f"{url} failed after {self.retries} attempts; last error: {last}")
+
+
+def error_message(text: str) -> str:
+    """The message of a JSON error body — SGLang's ``{"error": "<text>"}`` (schema gate),
+    ``{"error": {"message"}}`` (ValueError), ``{"message", "code", …}`` (HTTPException) or
+    FastAPI's ``{"detail"}`` — else ``text`` itself."""
+    import json
+
+    try:
+        body = json.loads(text)
+    except ValueError:
+        return text
+    if isinstance(body, dict):
+        inner = body.get("error", body)
+        if isinstance(inner, str):
+            return inner
+        if isinstance(inner, dict):
+            for key in ("message", "detail"):
+                if isinstance(inner.get(key), str):
+                    return inner[key]
+    return text
 
 
 def _json(text: str, url: str) -> Any:

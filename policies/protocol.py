@@ -155,7 +155,11 @@ class GenerateResult:
     """Generated token ids, including the stop token when one matched."""
     logprobs: tuple[float, ...]
     """Log-probability of each generated id under the sampling distribution (temperature
-    applied, before top-p/top-k truncation); one per id (SGLang: ``output_token_logprobs``)."""
+    applied, before top-p/top-k truncation); one per id (SGLang: ``output_token_logprobs``).
+    NaN where the server sent none (SGLang and vLLM write a non-finite logprob as ``null``):
+    the token was generated but its logprob is unknown, so a trainer must not use it —
+    ``treegym train`` stops the round on the NaN loss it gives (nothing is saved); other
+    trainers should mask such tokens (:func:`logprob_or_nan`)."""
     finish_reason: str
     """``"stop"`` (stop token matched), ``"length"`` (``max_new_tokens`` reached) or ``"abort"``."""
     prompt_tokens: int
@@ -175,6 +179,11 @@ class GenerateResult:
             raise PolicyError(
                 f"result has {len(self.output_ids)} output ids but {len(self.logprobs)} logprobs"
             )
+
+
+def logprob_or_nan(x: Any) -> float:
+    """A logprob from a server's JSON: NaN for ``null`` (see ``GenerateResult.logprobs``)."""
+    return float("nan") if x is None else float(x)
 
 
 class Policy(abc.ABC):

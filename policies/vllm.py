@@ -40,7 +40,7 @@ from typing import Any
 import aiohttp
 
 from .http import JSONClient, Refused
-from .protocol import GenerateRequest, GenerateResult, Policy, PolicyError
+from .protocol import GenerateRequest, GenerateResult, Policy, PolicyError, logprob_or_nan
 
 
 class VLLMPolicy(Policy):
@@ -108,7 +108,7 @@ class VLLMPolicy(Policy):
         try:
             choice = payload["choices"][0]
             ids = tuple(int(t) for t in choice["token_ids"])
-            logprobs = tuple(_logprob(x) for x in choice["logprobs"]["token_logprobs"])
+            logprobs = tuple(logprob_or_nan(x) for x in choice["logprobs"]["token_logprobs"])
             finish = str(choice["finish_reason"])
             usage = payload["usage"]
             details = usage.get("prompt_tokens_details") or {}
@@ -173,8 +173,3 @@ def _check_reloadable(path: Path) -> None:
             "place (the tied lm_head keeps the old weights): restart the vLLM server on the new "
             "checkpoint, or train with tie_word_embeddings=false"
         )
-
-
-def _logprob(x: Any) -> float:
-    """A logprob, or NaN where the server sent none (a trainer must not use that token)."""
-    return float("nan") if x is None else float(x)

@@ -179,6 +179,8 @@ def summarize(run: Run, label: str | None = None) -> Summary:
     }
     if sampler.get("name") == "selective":
         figures["gated groups"] = gated_groups(rows)
+    if policy.get("warning"):  # e.g. an SGLang server that ignores sampling seeds
+        figures["policy warning"] = policy["warning"]
     return Summary(
         label or run.path.name, run.path, figures, rewards, tokens_per_leaf, advantages,
         adv_col, trunk_tokens, branch_tokens,
