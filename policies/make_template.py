@@ -17,7 +17,7 @@ from typing import Any
 
 from .actions import ActionFormat, ActionLine, Choice, parse_action_format
 from .chat import ChatTemplate
-from .react import TEMPLATE_FILE, ReActTemplate
+from .react import SPECIAL_TOKENS, TEMPLATE_FILE, ReActTemplate
 from .template import Template, TemplateError
 
 TEMPLATE_FORMS = "react, chat, chat:FILE"
@@ -45,6 +45,12 @@ def make_template(
     kind = template or default_template_kind(tokenizer, model_path)
     name, colon, file = kind.partition(":")
     if name == "react" and not colon:
+        missing = [t for t in SPECIAL_TOKENS if t not in tokenizer.get_vocab()]
+        if missing:
+            raise TemplateError(
+                f"the react template needs treegym's special tokens and the tokenizer lacks "
+                f"{', '.join(missing)}: use --template chat (the model's own chat template)"
+            )
         fmt: ActionFormat = parse_action_format(action_format) if action_format else ActionLine()
         return ReActTemplate.for_model(tokenizer, model_path, action_format=fmt)
     if name != "chat" or (colon and not file):

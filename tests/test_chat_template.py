@@ -306,6 +306,8 @@ def test_template_file_and_defaults(smollm2_tokenizer, smollm2_path, tmp_path): 
     ).prompt_ids("x", ["look"])
     with pytest.raises(TemplateError, match="chat template file not found"):
         make_template(smollm2_tokenizer, None, f"chat:{tmp_path / 'nope.jinja'}")
+    with pytest.raises(TemplateError, match=r"lacks <\|pad\|>, <\|system\|>.*--template chat"):
+        make_template(smollm2_tokenizer, smollm2_path, "react")
     with pytest.raises(TemplateError, match="unknown template 'chatml'"):
         make_template(smollm2_tokenizer, None, "chatml")
 
