@@ -155,7 +155,8 @@ class GenerateResult:
     """Generated token ids, including the stop token when one matched."""
     logprobs: tuple[float, ...]
     """Log-probability of each generated id under the sampling distribution (temperature
-    applied, before top-p/top-k truncation); one per id (SGLang: ``output_token_logprobs``).
+    applied, before top-p/top-k truncation; under a ``constraint``, the masked distribution);
+    one per id (SGLang: ``output_token_logprobs``).
     NaN where the server sent none (SGLang and vLLM write a non-finite logprob as ``null``):
     the token was generated but its logprob is unknown, so a trainer must not use it —
     ``treegym train`` stops the round on the NaN loss it gives (nothing is saved); other
