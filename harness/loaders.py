@@ -496,7 +496,8 @@ def verl_batch(
     (left-padded), ``responses [B, R]``, ``response_mask``, ``old_log_probs``,
     ``advantages`` (``[B, R]``, right-padded), ``input_ids``/``attention_mask``/
     ``position_ids`` over ``[B, P + R]``, ``token_level_rewards`` (the return on the last
-    response token) and ``uid`` (group ids, a numpy object array: verl's non-tensor batch).
+    response token), ``uid`` (group ids) and ``tree_uid`` (``'<group_id>/<tree_index>'``:
+    Tree-GRPO's intra-tree groups), both numpy object arrays (verl's non-tensor batch).
     ``prompt_length``/``response_length`` pad to fixed sizes; a longer sample is an error,
     never silently cut."""
     ds = TorchRunDataset(run, advantage, token_level)
@@ -549,7 +550,10 @@ def _verl_batch(
         if r:
             rewards[i, r - 1] = item["reward"]
     attention_mask = torch.cat([prompt_mask, response_attn], dim=1)
-    uid = np.array(ds.run.samples_table.column("group_id").take(idx).to_pylist(), dtype=object)
+    rows = ds.run.samples_table.select(["group_id", "tree_index"]).take(idx).to_pydict()
+    uid = np.array(rows["group_id"], dtype=object)
+    tree_uid = np.array([f"{g}/{t}" for g, t in zip(rows["group_id"], rows["tree_index"],
+                                                       strict=True)], dtype=object)  # fmt: skip
     return {
         "prompts": prompts,
         "responses": responses,
@@ -561,6 +565,7 @@ def _verl_batch(
         "attention_mask": attention_mask,
         "position_ids": (attention_mask.cumsum(-1) - 1).clamp(min=0),
         "uid": uid,
+        "tree_uid": tree_uid,
     }
 
 

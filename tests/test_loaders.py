@@ -234,11 +234,14 @@ def test_verl_batch_places_advantages_logprobs_and_rewards(finalized):
         rewards[r - 1] = hand_run.RETURNS[key]
         assert batch["token_level_rewards"][i].tolist() == pytest.approx(rewards)
         assert batch["uid"][i] == key[0]
+        assert batch["tree_uid"][i] == f"{key[0]}/{key[1]}"  # Tree-GRPO's intra-tree group
     prompts = {"a": [1, 2, 3, 4], "b": [5, 6, 7, 8, 9]}
     for i, sample_id in enumerate(ids):  # left-padded to the longest prompt (5)
         prompt = prompts[_key(sample_id)[0]]
         assert batch["prompts"][i, 5 - len(prompt) :].tolist() == prompt
     assert torch.equal(batch["input_ids"], torch.cat([batch["prompts"], batch["responses"]], 1))
+    trees = {(_key(s)[0], _key(s)[1]) for s in ids}
+    assert len(set(batch["tree_uid"])) == len(trees) > len(set(batch["uid"]))
 
 
 def test_a_token_level_column_with_null_rows_is_refused(finalized, tmp_path):
