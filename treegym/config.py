@@ -428,21 +428,48 @@ def resolve_config(
 
 
 # ---------------------------------------------------------------------- executors
+def env_creator(env_id: str) -> Any:
+    """The class (or factory) a registered env id makes, without making one."""
+    import gymnasium
+    from gymnasium.envs.registration import load_env_creator
+
+    import treegym.envs  # noqa: F401 - registers the built-in and plugin envs
+
+    entry = gymnasium.spec(env_id).entry_point
+    return entry if callable(entry) else load_env_creator(entry)
+
+
+def env_kwargs_for_run(cfg: CollectConfig) -> dict[str, Any]:
+    """The env's constructor arguments for a run: ``expert_plan=False`` unless the policy is
+    scripted or the user asked, where the env has that switch. Only scripted policies read
+    the plan, and TextWorld's winning-policy search costs 4x the step (9.5 vs 2.2 ms)."""
+    kwargs = dict(cfg.env_kwargs)
+    if "expert_plan" in kwargs or cfg.policy.startswith("scripted"):
+        return kwargs
+    import inspect
+
+    try:
+        takes_plan = "expert_plan" in inspect.signature(env_creator(cfg.env)).parameters
+    except (TypeError, ValueError):
+        takes_plan = False
+    return {**kwargs, "expert_plan": False} if takes_plan else kwargs
+
+
 def build_executor(cfg: CollectConfig) -> Any:
     """The env executor of ``cfg``: Ray actors, worker processes, or this process."""
     from treegym.harness import InProcessExecutor, ProcessExecutor
 
+    kwargs = env_kwargs_for_run(cfg)
     if cfg.executor == "ray":
         from treegym.harness.ray_executor import RayExecutor, RayUnavailableError
 
         try:
-            return RayExecutor(cfg.env, cfg.env_kwargs, n_workers=cfg.workers,
-                               address=cfg.ray_address)  # fmt: skip
+            return RayExecutor(cfg.env, kwargs, n_workers=cfg.workers, address=cfg.ray_address)
         except RayUnavailableError as exc:
             raise ConfigError(str(exc)) from None
     if cfg.workers:
-        return ProcessExecutor(cfg.env, cfg.env_kwargs, n_workers=cfg.workers)
-    return InProcessExecutor(cfg.env, cfg.env_kwargs)
+        return ProcessExecutor(cfg.env, kwargs, n_workers=cfg.workers)
+    return InProcessExecutor(cfg.env, kwargs)
 
 
 # ---------------------------------------------------------------------- policies
@@ -608,14 +635,9 @@ def task_list(cfg: CollectConfig) -> list[tuple[str, Any, int]]:
 def validate_tasks(cfg: CollectConfig, tasks: list[tuple[str, Any, int]]) -> None:
     """Refuse the first task the env can tell is wrong (its class's ``validate_task`` hook),
     before models load or workers start: a bad spec is one line, not a failed task later."""
-    import gymnasium
-    from gymnasium.envs.registration import load_env_creator
-
     from treegym.envs import TextEnvError
 
-    entry = gymnasium.spec(cfg.env).entry_point
-    creator = entry if callable(entry) else load_env_creator(entry)
-    check = getattr(creator, "validate_task", None)
+    check = getattr(env_creator(cfg.env), "validate_task", None)
     if check is None:  # not a TextEnv: its reset will tell
         return
     for task_id, task, _ in tasks:
