@@ -12,6 +12,13 @@ worker is already at (the common case in a chain) needs no restore at all.
   their snapshots stay local; the event loop waits on pipes in threads and never blocks.
 
 Both share :class:`EnvWorkerCore`, so they behave identically.
+
+Calls are batched (:class:`CallBatcher`): every call made for one worker while its previous
+batch is out (or within one event-loop tick) travels in *one* message — one thread hop, one
+pipe write or one Ray RPC for all the children of the nodes being expanded — and the worker
+serves them in order, replying per call (so a worker that dies mid-batch is blamed on the call
+it was serving, not on its batch-mates). The driver's serial cost per env call is then the
+pickling of that call, not a thread hop and a pipe round trip each.
 """
 
 from __future__ import annotations
@@ -176,21 +183,82 @@ class EnvExecutor:
         """Stop workers."""
 
 
+Call = tuple[str, tuple[Any, ...]]
+"""One executor call as it travels: ``(method of EnvWorkerCore, args)``."""
+Outcome = tuple[bool, Any]
+"""What became of one call: ``(True, result)`` or ``(False, exception to raise)``."""
+
+
+class CallBatcher:
+    """Coalesces the calls for one worker into batches, one batch out at a time.
+
+    ``send`` carries a batch to the worker and returns one :data:`Outcome` per call, in order.
+    A call made while a batch is out waits for the next one, so under load every batch holds
+    what arrived during the previous round trip (the children of all nodes being expanded);
+    an idle worker's first call waits one event-loop tick for its neighbours. Calls to one
+    worker are served in the order they were made, as with one lock per worker.
+    """
+
+    def __init__(self, send: Callable[[list[Call]], Awaitable[list[Outcome]]]) -> None:
+        self._send = send
+        self._queue: list[tuple[Call, asyncio.Future[Any]]] = []
+        self._drainer: asyncio.Task[None] | None = None
+        self.batches = self.calls = 0
+        """Batches sent and calls in them (calls / batches: the mean batch size)."""
+
+    def submit(self, method: str, *args: Any) -> asyncio.Future[Any]:
+        """A future for ``method(*args)``'s result (or its exception)."""
+        fut = asyncio.get_running_loop().create_future()
+        self._queue.append(((method, args), fut))
+        if self._drainer is None:
+            self._drainer = asyncio.ensure_future(self._drain())
+        return fut
+
+    async def _drain(self) -> None:
+        try:
+            await asyncio.sleep(0)  # one tick: calls made by the tasks woken together join
+            while self._queue:
+                batch, self._queue = self._queue, []
+                self.batches, self.calls = self.batches + 1, self.calls + len(batch)
+                try:
+                    outcomes = await self._send([call for call, _ in batch])
+                except BaseException as exc:  # the batch as a whole failed (or was cancelled)
+                    for _, fut in batch:
+                        if not fut.done():
+                            fut.set_exception(exc)
+                    if not isinstance(exc, Exception):
+                        raise
+                    continue
+                for (_, fut), (ok, value) in zip(batch, outcomes, strict=True):
+                    if not fut.done():  # its caller may have been cancelled
+                        fut.set_result(value) if ok else fut.set_exception(value)
+        finally:
+            self._drainer = None
+
+
+def serve_calls(core: EnvWorkerCore, calls: Sequence[Call]) -> list[Outcome]:
+    """Serve a batch in this process, in order; an env's exception becomes that call's
+    :class:`EnvWorkerError` and the batch goes on."""
+    out: list[Outcome] = []
+    for method, args in calls:
+        try:
+            out.append((True, getattr(core, method)(*args)))
+        except EnvWorkerError as exc:
+            out.append((False, exc))
+        except Exception as exc:
+            out.append((False, EnvWorkerError(f"{type(exc).__name__}: {exc}")))
+    return out
+
+
 class InProcessExecutor(EnvExecutor):
-    """The worker core in this process; calls run in a thread, one at a time."""
+    """The worker core in this process; each batch of calls runs in a thread, in order."""
 
     def __init__(self, env_id: str, env_kwargs: dict[str, Any] | None = None) -> None:
         self.core = EnvWorkerCore(env_id, dict(env_kwargs or {}))
-        self._lock = asyncio.Lock()
+        self.batcher = CallBatcher(lambda calls: asyncio.to_thread(serve_calls, self.core, calls))
 
     async def _call(self, method: str, *args: Any) -> Any:
-        async with self._lock:
-            try:
-                return await asyncio.to_thread(getattr(self.core, method), *args)
-            except EnvWorkerError:
-                raise
-            except Exception as exc:
-                raise EnvWorkerError(f"{type(exc).__name__}: {exc}") from exc
+        return await self.batcher.submit(method, *args)
 
     async def reset(self, worker: int, options: dict[str, Any], seed: int) -> StepOutcome:
         return await self._call("reset", task_key(options), seed, options)
@@ -208,7 +276,9 @@ class InProcessExecutor(EnvExecutor):
 def _worker_main(
     conn: Any, env_id: str, env_kwargs: dict[str, Any], worker: int, first_snap: int = 0
 ) -> None:
-    """Child-process loop: ``(method, args)`` in, ``("ok", result)`` or ``("err", text)`` out.
+    """Child-process loop: a batch ``[(method, args), ...]`` in; per call, in order,
+    ``("ok", result)`` or ``("err", text, traceback)`` out (one message each, so the driver
+    knows which call a death interrupted).
 
     ``first_snap``: a respawned worker numbers its snapshots after its predecessor's.
     """
@@ -216,16 +286,16 @@ def _worker_main(
     core._next = first_snap
     while True:
         try:
-            msg = conn.recv()
+            batch = conn.recv()
         except (EOFError, KeyboardInterrupt):
             return
-        if msg is None:
+        if batch is None:
             return
-        method, args = msg
-        try:
-            conn.send(("ok", getattr(core, method)(*args)))
-        except Exception as exc:
-            conn.send(("err", f"{type(exc).__name__}: {exc}", traceback.format_exc(limit=3)))
+        for method, args in batch:
+            try:
+                conn.send(("ok", getattr(core, method)(*args)))
+            except Exception as exc:
+                conn.send(("err", f"{type(exc).__name__}: {exc}", traceback.format_exc(limit=3)))
 
 
 class _Worker:
@@ -240,27 +310,45 @@ class _Worker:
         self.proc.start()
         child.close()
         self.lock = asyncio.Lock()
+        """Held while a batch is inside the pipe (a respawn waits for it before closing)."""
         self.served = 0
+        self.batcher = CallBatcher(self._send)
 
-    def roundtrip(self, msg: Any) -> Any:
+    async def _send(self, calls: list[Call]) -> list[Outcome]:
+        async with self.lock:
+            return await asyncio.to_thread(self.roundtrip_batch, calls)
+
+    def roundtrip_batch(self, calls: list[Call]) -> list[Outcome]:
+        """Send ``calls`` in one message and read one reply per call (blocking: a thread)."""
         try:
-            self.conn.send(msg)
+            self.conn.send(calls)
         except (BrokenPipeError, ConnectionResetError, OSError):
-            raise self._died(blame=not self.served) from None  # found dead on arrival
-        try:
-            reply = self.conn.recv()
-        except (EOFError, ConnectionResetError, OSError):
-            raise self._died(blame=True) from None  # died while serving this request
-        self.served += 1
-        if reply[0] == "err":
-            raise EnvWorkerError(reply[1])
-        return reply[1]
+            return self._died(len(calls), blame_first=not self.served)  # found dead on arrival
+        out: list[Outcome] = []
+        for _ in calls:
+            try:
+                reply = self.conn.recv()
+            except (EOFError, ConnectionResetError, OSError):
+                # it died serving the first call without a reply; the rest were only queued
+                return out + self._died(len(calls) - len(out), blame_first=True)
+            self.served += 1
+            out.append((True, reply[1]) if reply[0] == "ok" else (False, EnvWorkerError(reply[1])))
+        return out
 
-    def _died(self, blame: bool) -> EnvWorkerDied:
+    def roundtrip(self, call: Call) -> Any:
+        """One call on its own (blocking): its result, or its exception raised."""
+        ok, value = self.roundtrip_batch([call])[0]
+        if not ok:
+            raise value
+        return value
+
+    def _died(self, n: int, blame_first: bool) -> list[Outcome]:
+        """``n`` calls that the dead worker will never answer: the first is blamed if it may
+        have caused the death, the others only if the worker never served anything."""
         self.proc.join(1)
-        return EnvWorkerDied(
-            f"env worker {self.index} died (exit code {self.proc.exitcode})", blame=blame
-        )
+        text = f"env worker {self.index} died (exit code {self.proc.exitcode})"
+        blames = [blame_first] + [not self.served] * (n - 1)
+        return [(False, EnvWorkerDied(text, blame=b)) for b in blames]
 
 
 @dataclass(frozen=True)
@@ -407,9 +495,9 @@ class ProcessExecutor(RecoveringExecutor):
         self.workers = [_Worker(self._ctx, env_id, self._env_kwargs, i) for i in range(n_workers)]
 
     async def _call(self, worker: int, method: str, *args: Any) -> Any:
-        w = self.workers[worker % self.n_workers]
-        async with w.lock:
-            return await asyncio.to_thread(w.roundtrip, (method, args))
+        # The batcher belongs to this incarnation: a call queued before a death is answered
+        # as died (and retried by _recovering), never sent on to the replacement.
+        return await self.workers[worker % self.n_workers].batcher.submit(method, *args)
 
     async def _respawn(self, worker: int, seen: int, why: str) -> None:
         """Replace a dead worker (once per death, however many callers saw it die)."""

@@ -24,10 +24,14 @@ import contextlib
 from typing import Any
 
 from .executor import (
+    Call,
+    CallBatcher,
     EnvWorkerCore,
     EnvWorkerDied,
     EnvWorkerError,
+    Outcome,
     RecoveringExecutor,
+    serve_calls,
 )
 
 
@@ -44,8 +48,9 @@ class _EnvActor:
         self.core = EnvWorkerCore(env_id, env_kwargs, worker)
         self.core._next = first_snap  # a replacement numbers its snapshots after its predecessor
 
-    def call(self, method: str, *args: Any) -> Any:
-        return getattr(self.core, method)(*args)
+    def call_batch(self, calls: list[Call]) -> list[Outcome]:
+        """Serve a batch (one RPC for all of it); env errors come back per call."""
+        return serve_calls(self.core, calls)
 
     def ping(self) -> int:
         return self.core.worker
@@ -99,6 +104,7 @@ class RayExecutor(RecoveringExecutor):
         self._env_id, self._env_kwargs = env_id, dict(env_kwargs or {})
         self.names = [f"treegym-env-{i}" for i in range(n_workers)]
         self.actors = [self._remote.remote(env_id, self._env_kwargs, i) for i in range(n_workers)]
+        self.batchers = [self._batcher(i) for i in range(n_workers)]
         try:
             ray.get([a.ping.remote() for a in self.actors], timeout=max(60.0, connect_timeout_s))
         except Exception as exc:
@@ -115,21 +121,30 @@ class RayExecutor(RecoveringExecutor):
         return f"ray actor {self.names[i]} (id {self.actor_id(i)[:12]})"
 
     async def _call(self, worker: int, method: str, *args: Any) -> Any:
-        ray = _ray()
         i = worker % self.n_workers
         if i in self._dead:
             raise EnvWorkerError(self._dead[i])
-        ref = self.actors[i].call.remote(method, *args)
-        try:
-            return await ref
-        except ray.exceptions.RayActorError as exc:
-            cause = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise EnvWorkerDied(f"{self._describe(i)} died: {cause}") from None
-        except ray.exceptions.RayTaskError as exc:
-            inner = exc.cause if getattr(exc, "cause", None) is not None else exc
-            if isinstance(inner, EnvWorkerError):
-                raise EnvWorkerError(str(inner)) from None
-            raise EnvWorkerError(f"{type(inner).__name__}: {inner}") from None
+        return await self.batchers[i].submit(method, *args)
+
+    def _batcher(self, i: int) -> CallBatcher:
+        """One RPC per batch, to the actor slot ``i`` holds now (a replacement gets a new
+        batcher: calls queued for a dead actor are answered as died and retried)."""
+        actor = self.actors[i]
+
+        async def send(calls: list[Call]) -> list[Outcome]:
+            ray = _ray()
+            try:
+                return await actor.call_batch.remote(calls)
+            except ray.exceptions.RayActorError as exc:
+                text = str(exc).strip()
+                cause = text.splitlines()[0] if text else type(exc).__name__
+                died = f"{self._describe(i)} died: {cause}"
+                return [(False, EnvWorkerDied(died)) for _ in calls]
+            except ray.exceptions.RayTaskError as exc:  # not an env error: those come per call
+                inner = exc.cause if getattr(exc, "cause", None) is not None else exc
+                return [(False, EnvWorkerError(f"{type(inner).__name__}: {inner}")) for _ in calls]
+
+        return CallBatcher(send)
 
     async def _respawn(self, worker: int, seen: int, why: str) -> None:
         """Replace a dead actor (once per death, however many callers saw it die)."""
@@ -148,6 +163,7 @@ class RayExecutor(RecoveringExecutor):
                 self._dead[worker] = f"{why}; its replacement did not start: {exc}"
                 raise EnvWorkerDied(self._dead[worker]) from None
             self.actors[worker] = actor
+            self.batchers[worker] = self._batcher(worker)
             self.generation[worker] += 1
             self.respawns += 1
 

@@ -34,6 +34,7 @@ from .advantages import ESTIMATORS, Advantages
 from .budget import Budget, task_budget
 from .executor import EnvExecutor, StepOutcome
 from .sampler_base import Sampler
+from .template_memo import TemplateMemo
 from .tree import Node, NodeStats, Tree, open_turn
 
 
@@ -113,7 +114,7 @@ class TaskContext:
     async def new_tree(self) -> Tree:
         r = self.runner
         out = await r.executor.reset(self.worker, self.task.options, self.task.seed)
-        prompt = r.template.prompt_ids(out.obs, out.info.get("admissible_commands"))
+        prompt = r.memo.prompt_ids(out.obs, out.info.get("admissible_commands"))
         root = Node(id=0, parent=None, depth=0, observation=out.obs, info=out.info, state=out.state,
                     stats=NodeStats(env_s=out.env_s, snapshot_s=out.snapshot_s))  # fmt: skip
         tree = Tree(self.task.task_id, len(self.trees), root, tuple(prompt))
@@ -199,7 +200,7 @@ class TaskContext:
         for key, res in zip(keys, results, strict=True):
             done = (
                 res.finish_reason != "length"
-                or res.output_ids[-1:] == (r.template.end_id,)
+                or res.output_ids[-1:] == (r.memo.end_id,)
                 or len(turn_ids) + len(res.output_ids) >= turn_max
             )
             if done:
@@ -259,7 +260,7 @@ class TaskContext:
                     logprobs=turn_logprobs + tuple(result.logprobs))
             if turn_ids else result
         )  # fmt: skip
-        reading = r.template.read(whole)
+        reading = r.memo.read(whole)
         try:
             out: StepOutcome = await r.executor.step(start.state, reading.action)
         except Exception as exc:
@@ -267,7 +268,7 @@ class TaskContext:
             child.generated_ids, child.logprobs = tuple(result.output_ids), tuple(result.logprobs)
             child.action, child.stats.env_steps = reading.action, 1
             return child
-        obs_ids = r.template.observation_ids(out.obs, out.info.get("admissible_commands"))
+        obs_ids = r.memo.observation_ids(out.obs, out.info.get("admissible_commands"))
         ended = "terminated" if out.terminated else ("truncated" if out.truncated else None)
         room = r.context_length - prompt_len - len(result.output_ids) - len(reading.closing_ids)
         if len(obs_ids) > room:
@@ -344,6 +345,15 @@ class Runner:
         self.context_length, self.token_budget = context_length, token_budget
         self.concurrency, self.seed = concurrency, seed
         self.fail_fast = fail_fast
+        self._memo: TemplateMemo | None = None
+
+    @property
+    def memo(self) -> TemplateMemo:
+        """The template's calls, memoised (:mod:`~treegym.harness.template_memo`); follows a
+        replaced ``template``."""
+        if self._memo is None or self._memo.template is not self.template:
+            self._memo = TemplateMemo(self.template)
+        return self._memo
 
     async def run_task(self, task: Task, worker: int = 0) -> TaskResult:
         t0 = time.perf_counter()

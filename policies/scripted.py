@@ -20,6 +20,7 @@ log P(… before it), so a turn's logprobs add up to its action's probability ho
 
 from __future__ import annotations
 
+import functools
 import math
 import random
 import time
@@ -44,6 +45,10 @@ class ScriptedPolicy(Policy):
             raise ValueError(f"epsilon must be in [0, 1], got {epsilon}")
         self.template, self.mode, self.epsilon, self.seed = template, mode, epsilon, seed
         self._rng = random.Random(seed)
+        # A handful of distinct turn texts recur all run long: tokenize each once.
+        self._encode = functools.lru_cache(4096)(lambda text: tuple(template.encode(text)))
+        self._end = template.end_id  # token lookups cost more than a scripted turn
+        self._assistant = int(template.tokenizer.convert_tokens_to_ids(ASSISTANT))
 
     def identity(self) -> dict[str, Any]:
         return {"policy": f"scripted:{self.mode}", "epsilon": self.epsilon, "seed": self.seed}
@@ -79,8 +84,8 @@ class ScriptedPolicy(Policy):
                  for a in dict.fromkeys(pool)] if eps > 0 else []  # fmt: skip
         if plan and eps < 1:
             texts.append((plan[0], f"the plan says {plan[0]}", 1 - eps))
-        encode, text = self.template.encode, self.template.assistant_text
-        return [(a, tuple(encode(text(t, a))), w) for a, t, w in texts]
+        encode, text = self._encode, self.template.assistant_text
+        return [(a, encode(text(t, a)), w) for a, t, w in texts]
 
     def _mass(self, hints: Mapping[str, Any], turns: list, prefix: Sequence[int]) -> float:
         """Probability of the actions with a turn text that extends ``prefix``."""
@@ -90,7 +95,7 @@ class ScriptedPolicy(Policy):
 
     def _turn_so_far(self, input_ids: Sequence[int]) -> tuple[int, ...]:
         """Ids generated since the prompt's last ``<|assistant|>`` (empty at a turn's start)."""
-        assistant = int(self.template.tokenizer.convert_tokens_to_ids(ASSISTANT))
+        assistant = self._assistant
         ids = tuple(input_ids)
         for i in range(len(ids) - 1, -1, -1):
             if ids[i] == assistant:
@@ -104,7 +109,7 @@ class ScriptedPolicy(Policy):
         limit = req.sampling.max_new_tokens
         if not done:
             action, prob, thought = self.choose(hints, rng)
-            ids = tuple(self.template.encode(self.template.assistant_text(thought, action)))
+            ids = self._encode(self.template.assistant_text(thought, action))
             if len(ids) <= limit:  # a whole turn: the action's probability
                 return ids, math.log(prob)
             turns, before, new = self._turns(hints), 1.0, ids[:limit]
@@ -127,7 +132,7 @@ class ScriptedPolicy(Policy):
             t = time.perf_counter()
             rng = random.Random(req.sampling.seed) if req.sampling.seed is not None else self._rng
             ids, first = self._answer(req, rng)
-            finished = ids[-1] == self.template.end_id
+            finished = ids[-1] == self._end
             results.append(
                 GenerateResult(
                     output_ids=ids,

@@ -1,7 +1,7 @@
 """An env worker process SIGKILLed mid-run: the executor respawns it, replays the lost node
 states, and the run ends identical to an unfaulted seeded run (deterministic policy); a worker
 that dies on every retry of one step fails that branch only, after exactly ``max_respawns``
-respawns; and a respawn never closes a pipe another caller is still inside."""
+respawns; and a respawn never closes a pipe another caller's batch is still inside."""
 
 from __future__ import annotations
 
@@ -156,31 +156,33 @@ def test_a_worker_that_dies_every_time_fails_only_its_branch(template, tmp_path)
 
 
 class _WatchedLock(asyncio.Lock):
-    """Sets ``reached`` when a task other than ``holder`` waits for it (the respawner)."""
+    """Sets ``reached`` when someone waits for it while a batch holds it (the respawner)."""
 
     def __init__(self, reached: asyncio.Event) -> None:
         super().__init__()
-        self.reached, self.holder = reached, None
+        self.reached = reached
 
     async def acquire(self):
-        if self.locked() and asyncio.current_task() is not self.holder:
+        if self.locked():
             self.reached.set()
         return await super().acquire()
 
 
-def test_respawn_waits_for_a_roundtrip_still_inside_the_dead_workers_pipe():
-    """Regression for 7d3cc4d (CI once saw step/rebuild replies swapped). Caller 1 finds the
-    worker dead and respawns it while caller 2's thread is inside its send on the old pipe,
-    with the file descriptor already taken. Closing that pipe then would let the new worker's
-    pipe reuse the descriptor, so caller 2's stale request reaches the new worker and every
-    later reply goes to the wrong caller. The respawn must wait for caller 2 to leave."""
-    gate_in, gate_open = threading.Event(), threading.Event()
+def test_respawn_waits_for_a_batch_still_inside_the_dead_workers_pipe():
+    """Regression for 7d3cc4d (CI once saw step/rebuild replies swapped). Caller 1's batch
+    finds the worker dead and caller 1 respawns it while caller 2's batch (queued behind it)
+    is inside its send on the old pipe, with the file descriptor already taken. Closing that
+    pipe then would let the new worker's pipe reuse the descriptor, so caller 2's stale request
+    reaches the new worker and every later reply goes to the wrong caller. The respawn must
+    wait for caller 2's batch to leave."""
+    gates = [(threading.Event(), threading.Event()) for _ in range(2)]  # (inside, open)
     writes = itertools.count()
 
     def gated_write(fd, buf):  # multiprocessing's own send, paused after reading the fd
-        if next(writes) == 1:  # caller 2's send (caller 1's is write 0)
-            gate_in.set()
-            gate_open.wait(60)
+        n = next(writes)
+        if n < len(gates):  # caller 1's batch (write 0), caller 2's batch (write 1)
+            gates[n][0].set()
+            gates[n][1].wait(60)
         return os.write(fd, buf)
 
     async def go():
@@ -196,15 +198,19 @@ def test_respawn_waits_for_a_roundtrip_still_inside_the_dead_workers_pipe():
             old.conn.close = lambda: (reached.set(), close())
             _kill(old)
             c1 = asyncio.create_task(ex.step(a, "look"))
+            assert await asyncio.to_thread(gates[0][0].wait, 60), "caller 1 never sent"
             c2 = asyncio.create_task(ex.step(b, "look"))
-            old.lock.holder = c2
-            assert await asyncio.to_thread(gate_in.wait, 60), "caller 2 never entered its send"
-            # the respawner either closes the pipe (the bug) or waits for caller 2's lock
+            while not old.batcher._queue:  # caller 2 waits behind caller 1's batch
+                await asyncio.sleep(0)
+            gates[0][1].set()
+            assert await asyncio.to_thread(gates[1][0].wait, 60), "caller 2 never sent"
+            # the respawner either closes the pipe (the bug) or waits for caller 2's batch
             await asyncio.wait_for(reached.wait(), 60)
-            gate_open.set()
+            gates[1][1].set()
             return await asyncio.wait_for(asyncio.gather(c1, c2), 120), ex.respawns
         finally:
-            gate_open.set()
+            for _, gate in gates:
+                gate.set()
             await ex.close()
 
     (out_a, out_b), respawns = asyncio.run(go())
