@@ -110,6 +110,15 @@ class Run:
         pad = tok.get("pad_token_id")
         return int(pad if pad is not None else tok.get("eos_token_id") or 0)
 
+    @property
+    def temperature(self) -> float:
+        """The sampling temperature of the run's logprobs (the manifest's sampling config; a
+        greedy run's logprobs are untempered, so 1.0): what a trainer divides logits by to
+        recompute them."""
+        sampling = (self.manifest.get("config") or {}).get("sampling") or {}
+        temperature = float(sampling.get("temperature", 1.0))
+        return 1.0 if temperature < 1e-6 else temperature
+
     def trees(self) -> list[Tree]:
         """The trees rebuilt from ``nodes.parquet`` (no env states), in file order."""
         trees: dict[tuple[str, int], Tree] = {}
@@ -496,8 +505,9 @@ def verl_batch(
     (left-padded), ``responses [B, R]``, ``response_mask``, ``old_log_probs``,
     ``advantages`` (``[B, R]``, right-padded), ``input_ids``/``attention_mask``/
     ``position_ids`` over ``[B, P + R]``, ``token_level_rewards`` (the return on the last
-    response token), ``uid`` (group ids) and ``tree_uid`` (``'<group_id>/<tree_index>'``:
-    Tree-GRPO's intra-tree groups), both numpy object arrays (verl's non-tensor batch).
+    response token), and as numpy object arrays (verl's non-tensor batch) ``uid`` (group
+    ids), ``tree_uid`` (``'<group_id>/<tree_index>'``: Tree-GRPO's intra-tree groups) and
+    ``sample_id``.
     ``prompt_length``/``response_length`` pad to fixed sizes; a longer sample is an error,
     never silently cut."""
     ds = TorchRunDataset(run, advantage, token_level)
@@ -550,7 +560,8 @@ def _verl_batch(
         if r:
             rewards[i, r - 1] = item["reward"]
     attention_mask = torch.cat([prompt_mask, response_attn], dim=1)
-    rows = ds.run.samples_table.select(["group_id", "tree_index"]).take(idx).to_pydict()
+    rows = ds.run.samples_table.select(["sample_id", "group_id", "tree_index"]).take(idx)
+    rows = rows.to_pydict()
     uid = np.array(rows["group_id"], dtype=object)
     tree_uid = np.array([f"{g}/{t}" for g, t in zip(rows["group_id"], rows["tree_index"],
                                                        strict=True)], dtype=object)  # fmt: skip
@@ -566,6 +577,7 @@ def _verl_batch(
         "position_ids": (attention_mask.cumsum(-1) - 1).clamp(min=0),
         "uid": uid,
         "tree_uid": tree_uid,
+        "sample_id": np.array(rows["sample_id"], dtype=object),
     }
 
 

@@ -235,6 +235,7 @@ def test_verl_batch_places_advantages_logprobs_and_rewards(finalized):
         assert batch["token_level_rewards"][i].tolist() == pytest.approx(rewards)
         assert batch["uid"][i] == key[0]
         assert batch["tree_uid"][i] == f"{key[0]}/{key[1]}"  # Tree-GRPO's intra-tree group
+        assert batch["sample_id"][i] == sample_id
     prompts = {"a": [1, 2, 3, 4], "b": [5, 6, 7, 8, 9]}
     for i, sample_id in enumerate(ids):  # left-padded to the longest prompt (5)
         prompt = prompts[_key(sample_id)[0]]
