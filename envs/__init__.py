@@ -45,6 +45,11 @@ BUILTIN_ENVS = {
         "treegym.envs.alfworld_env:ALFWorldEnv",
         "ALFWorld text games (PDDL backend, fast-downward): generated tasks or ALFWorld data",
     ),
+    "treegym/SearchQA-v0": (
+        "treegym.envs.searchqa_env:SearchQAEnv",
+        "multi-hop QA with a search tool (BM25) over a local corpus: synthetic worlds or "
+        "Search-R1 data; native snapshots",
+    ),
     "treegym/ToyRooms-v0": (
         "treegym.envs.toy:ToyRoomsEnv",
         "pure-Python key-and-chest corridor with a slippery floor (RNG); for fast tests",
