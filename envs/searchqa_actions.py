@@ -46,8 +46,9 @@ _COMMAND = re.compile(r"\s*(search|answer|finish)\s*\[(.*)\]\s*", re.DOTALL | re
 @dataclass(frozen=True)
 class ParsedAction:
     """What an action asks for: ``kind`` (search, answer, invalid), its ``content``, and
-    ``raw`` — the action as Tree-GRPO keeps it in the dialogue (cut after the first closing
-    tag), which the format reward reads."""
+    ``raw`` — the action as the dialogue text that the format reward reads holds it: tagged
+    text cut after its first closing tag (as Tree-GRPO keeps it), a ReAct command as the
+    element it stands for (``<answer>A</answer>``: no ``<think>``, so its format is invalid)."""
 
     kind: str
     content: str
@@ -71,9 +72,9 @@ def parse_action(text: str) -> ParsedAction:
         return ParsedAction(element.group(1), element.group(2).strip(), raw)
     command = _COMMAND.fullmatch(text)
     if command:
-        keyword = command.group(1).lower()
-        kind = SEARCH if keyword == "search" else ANSWER
-        return ParsedAction(kind, command.group(2).strip(), text)
+        kind = SEARCH if command.group(1).lower() == "search" else ANSWER
+        content = command.group(2).strip()
+        return ParsedAction(kind, content, f"<{kind}>{content}</{kind}>")
     return ParsedAction(INVALID, "", text)
 
 

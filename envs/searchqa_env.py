@@ -18,8 +18,12 @@ memory-mapped (:mod:`.searchqa_index`), or the user's ``retriever="module:factor
 Reward: ``"em"`` — 1 for an answer that exactly matches a golden answer after SQuAD
 normalisation, else 0; ``"em_format"`` — Tree-GRPO's ``compute_score_em`` of the whole
 dialogue at its end (format terms ``format_scores``, default 0.2/0.1/0;
-:mod:`.searchqa_scoring`), which reads the ``<think>`` tags: pass whole generated turns as
-actions for it.
+:mod:`.searchqa_scoring`). It reads the ``<think>`` tags too: pass whole generated turns as
+actions for it (a ``search[...]``/``answer[...]`` command counts as its bare tag, whose format is
+invalid: a right answer scores 0.8, a wrong one 0.1).
+
+``max_episode_steps`` (treegym's generic step cap: ``treegym collect`` passes 20 by default)
+only ever shortens an episode below ``max_turns + 1`` steps.
 
 ``prompt``: ``"react"`` (the question and the ``search[...]``/``answer[...]`` commands),
 ``"search-r1"`` (Tree-GRPO's prompt, unchanged), or ``"question"`` (the question alone).
@@ -83,6 +87,7 @@ class SearchQAEnv(TextEnv):
         prompt: str = "react",
         retriever: str = "bm25",
         expert_plan: bool = True,
+        max_episode_steps: int | None = None,
     ) -> None:
         _check_int("topk", topk)
         _check_int("max_turns", max_turns)
@@ -93,7 +98,10 @@ class SearchQAEnv(TextEnv):
         _check_choice("split", split, SPLITS)
         if (corpus is None) != (questions is None):
             raise ValueError("give both corpus= and questions= (or neither: a synthetic world)")
-        super().__init__(max_episode_steps=max_turns + 1)
+        limit = (
+            max_turns + 1 if max_episode_steps is None else min(max_turns + 1, max_episode_steps)
+        )
+        super().__init__(max_episode_steps=limit)
         self.topk, self.max_turns, self.max_passage_words = topk, max_turns, max_passage_words
         self.reward_kind, self.prompt, self.expert_plan = reward, prompt, bool(expert_plan)
         self.format_scores = FormatScores(**(format_scores or {}))
@@ -161,7 +169,7 @@ class SearchQAEnv(TextEnv):
     def _step(self, action: str) -> tuple[str, float, bool, dict[str, Any]]:
         parsed = parse_action(action)
         d = self._dialogue
-        last = len(d.turns) + 1 >= self.max_turns + 1
+        last = len(d.turns) + 1 >= self.max_episode_steps
         if parsed.kind == ANSWER:
             turn = Turn(ANSWER, parsed.content, parsed.raw, f"Your answer: {parsed.content}.")
         elif last:
@@ -209,7 +217,7 @@ class SearchQAEnv(TextEnv):
 
     def _info(self, d: Dialogue) -> dict[str, Any]:
         q = d.question
-        left = self.max_turns + 1 - len(d.turns)
+        left = self.max_episode_steps - len(d.turns)
         won = d.answer is not None and em_check(d.answer, q.golden_answers)
         info: dict[str, Any] = {
             "admissible_commands": admissible(d, left),

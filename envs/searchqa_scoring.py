@@ -8,9 +8,12 @@ as it scores there:
   whitespace); :func:`em_check` — lines 36–46;
 * :func:`is_valid_sequence` — lines 125–198 (the *strict* checker ``compute_score_em`` uses: a
   ``<think>`` before every ``<search>``/``<answer>``, nothing but whitespace between elements);
-* :func:`extract_solution` — lines 201–213: the *last* ``<answer>`` of the whole text, and
-  ``None`` when there is at most one, because the text includes the prompt, whose instruction
-  holds one example answer (``<answer> Beijing </answer>``);
+* :func:`extract_solution` — lines 201–213: the *last* ``<answer>…</answer>`` of the whole
+  text, ``None`` when there is at most one. The text includes the prompt, whose instruction
+  already holds two (``<answer> and </answer>``, ``<answer> Beijing </answer>``), so with
+  Tree-GRPO's prompt a dialogue in which the model never answered is scored as if it had
+  answered "Beijing" (a truncated episode gets ``final_format_score``, not 0): the port keeps
+  that;
 * :func:`is_retrieval_correct` — lines 216–228; :func:`compute_score_em` — lines 231–282.
 
 Tree-GRPO's multi-hop scripts (``train_multihopqa_tree_search.sh`` lines 94–96, and
@@ -91,7 +94,8 @@ def is_valid_sequence(text: str) -> tuple[bool, str]:
 
 
 def extract_solution(solution_str: str) -> str | None:
-    """The last ``<answer>`` of the text, or ``None`` when it has at most one (module doc)."""
+    """The last ``<answer>`` of the text, or ``None`` when it has at most one (module doc:
+    Tree-GRPO's prompt holds two)."""
     matches = list(re.finditer(r"<answer>(.*?)</answer>", solution_str, re.DOTALL))
     if len(matches) <= 1:
         return None
