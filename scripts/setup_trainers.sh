@@ -52,7 +52,7 @@ install_openrlhf() {
   if pip_in "$V" --no-build-isolation "flash-attn==2.8.3" >"$OUT/flash-attn.log" 2>&1; then
     echo "flash-attn installed" >"$OUT/flash-attn.status"
   else
-    reason=$(grep -m1 -E "OSError|nvcc was not found|CUDA_HOME" "$OUT/flash-attn.log" | sed 's/^ *//')
+    reason=$(grep -m1 -E "^ *OSError: " "$OUT/flash-attn.log" | sed 's/^ *//')
     echo "flash-attn==2.8.3 did not build: ${reason:-see $OUT/flash-attn.log}" >"$OUT/flash-attn.status"
   fi
   "$V/bin/python" -c "import openrlhf.trainer.ppo_utils, deepspeed, treegym.integrations.openrlhf"
