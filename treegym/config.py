@@ -64,7 +64,7 @@ ENV_DEFAULT_TASKS = {
 
 POLICY_FORMS = (
     "embedded, smollm2, hf:PATH, sglang:URL[,URL...], vllm:URL, scripted:expert[:EPSILON], "
-    "scripted:random"
+    "scripted:random, sim[:tps=N,batch=N,latency=S,prefill=N,cache=on|off,tokens=N]"
 )
 CONSTRAINING_POLICIES = ("embedded", "smollm2", "hf", "sglang", "vllm")
 """Policy kinds whose engine can constrain decoding (``--action-format choice``)."""
@@ -475,8 +475,8 @@ def build_executor(cfg: CollectConfig) -> Any:
 # ---------------------------------------------------------------------- policies
 @dataclass(frozen=True)
 class PolicySpec:
-    kind: str  # embedded | hf | sglang | vllm | scripted
-    target: str = ""  # model path, URL, or scripted mode
+    kind: str  # embedded | hf | sglang | vllm | scripted | sim
+    target: str = ""  # model path, URL, scripted mode, or the sim engine's KEY=VALUE list
     epsilon: float = 0.2
 
 
@@ -500,6 +500,14 @@ def parse_policy(spec: str) -> PolicySpec:
             return PolicySpec("scripted", "expert", epsilon)
         if mode == "random" and not eps:
             return PolicySpec("scripted", "random", 1.0)
+    if kind == "sim":
+        from treegym.policies.sim import SimConfig
+
+        try:
+            SimConfig.parse(rest)
+        except ValueError as exc:
+            raise ConfigError(f"--policy {spec}: {exc}") from None
+        return PolicySpec("sim", rest)
     raise ConfigError(f"unknown policy {spec!r}; use one of: {POLICY_FORMS}")
 
 
@@ -533,6 +541,10 @@ def build_policy(cfg: CollectConfig) -> tuple[Any, Any]:
         from treegym.policies.vllm import VLLMPolicy
 
         return VLLMPolicy(spec.target), template
+    if spec.kind == "sim":
+        from treegym.policies.sim import SimConfig, SimPolicy
+
+        return SimPolicy(template, SimConfig.parse(spec.target), seed=cfg.seed), template
     return ScriptedPolicy(template, spec.target, epsilon=spec.epsilon, seed=cfg.seed), template
 
 
@@ -572,7 +584,7 @@ def resolve_template(cfg: CollectConfig, tokenizer: Any, path: Path, spec: Polic
     from treegym.policies.make_template import default_template_kind, make_template
     from treegym.policies.template import TemplateError
 
-    if spec.kind == "scripted":  # it writes ReAct turns ("Thought: … Action: …<|end|>")
+    if spec.kind in ("scripted", "sim"):  # they write ReAct turns ("Thought: … Action: …")
         if cfg.template not in (None, "react"):
             raise ConfigError(f"--policy {cfg.policy} writes ReAct turns: use --template react")
         kind = "react"
