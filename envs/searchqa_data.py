@@ -10,11 +10,9 @@ Question files are what Search-R1 and Tree-GRPO users already have:
 
 A row without a question or without answers is an error naming the file and the row (line).
 
-Synthetic worlds (:mod:`.searchqa_world`, :mod:`.searchqa_questions`) are written once into
-``$TREEGYM_CACHE/searchqa/worlds/<slug>/`` in the same formats — ``corpus.jsonl`` and one
-JSONL question file per split — with two extra fields per question: ``type``/``hops``, and
-``chain`` (per hop, the query that finds its evidence and the ids of the passages holding it),
-from which the env's expert plan comes.
+Synthetic worlds are written in the same formats (:mod:`.searchqa_world_files`), with extra
+fields per question: ``type``, ``hops``, and ``chain`` (per hop, the query that finds its
+evidence and the ids of the passages holding it), from which the env's expert plan comes.
 """
 
 from __future__ import annotations
@@ -27,11 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from .errors import GameFileError
-from .searchqa_cache import build_once, searchqa_cache
 
-WORLD_FORMAT = 1
 SPLITS = ("train", "dev", "test")
-WORLD_MARKER = "world.json"
 
 
 @dataclass(frozen=True)
@@ -126,26 +121,3 @@ def write_jsonl(path: Path, records: list[dict[str, Any]]) -> None:
     with path.open("w", encoding="utf-8") as f:
         for record in records:
             f.write(json.dumps(record, ensure_ascii=False) + "\n")
-
-
-def world_folder(people: int, seed: int, cache: Path | None = None) -> Path:
-    """The folder of a synthetic world's files, generated first if missing."""
-    from .searchqa_questions import generate_questions
-    from .searchqa_world import WorldSpec, generate_world
-
-    spec = WorldSpec(seed=seed, people=people)
-
-    def build(tmp: Path) -> None:
-        world = generate_world(spec)
-        write_jsonl(tmp / "corpus.jsonl", [{"id": i, "contents": c} for i, c in world.passages])
-        counts = {}
-        for split in SPLITS:
-            questions = generate_questions(world, split)
-            write_jsonl(tmp / f"{split}.jsonl", [q.to_json() for q in questions])
-            counts[split] = len(questions)
-        meta = {"seed": seed, "people": people, "format": WORLD_FORMAT,
-                "passages": len(world.passages), "questions": counts}  # fmt: skip
-        (tmp / WORLD_MARKER).write_text(json.dumps(meta, indent=1))
-
-    folder = searchqa_cache(cache) / "worlds" / f"{spec.slug}-v{WORLD_FORMAT}"
-    return build_once(folder, WORLD_MARKER, build)

@@ -53,10 +53,11 @@ from .searchqa_actions import (
     parse_action,
     split_contents,
 )
-from .searchqa_data import SPLITS, Question, load_questions, world_folder
+from .searchqa_data import SPLITS, Question, load_questions
 from .searchqa_dialogue import Dialogue, Turn, admissible, expert_plan, shown, solution_text
 from .searchqa_index import OpenCorpus, open_corpus
 from .searchqa_scoring import FormatScores, compute_score_em, em_check, tree_grpo_prompt
+from .searchqa_world_files import world_folder
 
 REWARDS = ("em", "em_format")
 PROMPTS = ("react", "search-r1", "question")

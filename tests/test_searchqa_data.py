@@ -12,9 +12,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from treegym.envs import GameFileError
-from treegym.envs.searchqa_data import load_questions, world_folder
+from treegym.envs.searchqa_data import load_questions
 from treegym.envs.searchqa_questions import generate_questions, split_starts
 from treegym.envs.searchqa_world import RELATIONS, WorldSpec, generate_world
+from treegym.envs.searchqa_world_files import world_folder
 
 
 @pytest.fixture(scope="module")

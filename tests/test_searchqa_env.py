@@ -16,6 +16,8 @@ from treegym.cli import app
 from treegym.envs import GameFileError, UnknownTaskError, check_env
 from treegym.envs.searchqa_actions import INVALID_ACTION_MESSAGE, NO_RESULTS, information
 from treegym.envs.searchqa_env import TURN_LIMIT, SearchQAEnv
+from treegym.envs.searchqa_mix import MAX_EPISODE_STEPS, searchqa_embedded_task
+from treegym.envs.searchqa_questions import QUESTIONS_PER_SPLIT
 from treegym.envs.searchqa_retriever import Retriever
 from treegym.envs.searchqa_scoring import chat_prompt, tree_grpo_prompt
 from treegym.harness import load_run
@@ -164,6 +166,19 @@ def test_collect_with_the_noisy_scripted_expert(tmp_path):
     run = load_run(out)
     assert run.complete and sorted(run.task_ids) == ["test-0", "test-1"]
     assert set(run.samples["reward"]) <= {0.0, 1.0} and run.samples["reward"].max() == 1.0
+
+
+def test_the_embedded_mix_function_names_questions_of_the_default_world(env):
+    ids = env._questions[0]
+    assert {s: sum(i.startswith(f"{s}-") for i in ids) for s in QUESTIONS_PER_SPLIT} == (
+        QUESTIONS_PER_SPLIT
+    )
+    for seed, split in [(0, "train"), (9_999, "train"), (10_000, "test"), (29_999, "dev")]:
+        task = searchqa_embedded_task(seed)
+        assert task.spec.startswith(f"{split}-") and env.question(task.spec).id == task.spec
+    assert env.max_episode_steps == MAX_EPISODE_STEPS
+    with pytest.raises(ValueError, match="seed 30000 is in none"):
+        searchqa_embedded_task(30_000)
 
 
 # ---------------------------------------------------------------------- the user's files
