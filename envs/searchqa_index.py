@@ -68,10 +68,16 @@ def open_corpus(
     folder = given_index(path, Path(index)) if index is not None else index_folder(path, cache)
     key = (str(folder), retriever)
     if key not in _OPEN:
-        store = PassageStore(path.resolve(), folder)
-        found = BM25Retriever(folder) if retriever == "bm25" else None
+        try:
+            store = PassageStore(path.resolve(), folder)
+            sha = json.loads((folder / MANIFEST).read_text())["corpus_sha256"]
+            found = BM25Retriever(folder) if retriever == "bm25" else None
+        except (OSError, ValueError, KeyError) as exc:
+            raise GameFileError(
+                f"index {folder} of corpus {path} is incomplete or damaged ({exc}); delete "
+                "the folder and it is rebuilt"
+            ) from None
         found = found or plugged_retriever(retriever, store, folder)
-        sha = json.loads((folder / MANIFEST).read_text())["corpus_sha256"]
         _OPEN[key] = OpenCorpus(path, folder, store, found, sha)
     return _OPEN[key]
 

@@ -147,6 +147,13 @@ def test_missing_corpus_and_foreign_index(tmp_path, corpus):
         open_corpus(other, index=folder)
 
 
+def test_a_damaged_index_is_named_not_a_crash(corpus, tmp_path):
+    folder = index_folder(corpus, tmp_path)
+    (folder / "vocab.ids.npy").unlink()
+    with pytest.raises(GameFileError, match=r"index .* is incomplete or damaged .*delete"):
+        open_corpus(corpus, cache=tmp_path)
+
+
 def test_a_corpus_too_large_to_index_here_is_refused_with_the_numbers():
     check_build_memory(Path("c.jsonl"), 2**30, None)  # unknown memory: no refusal
     check_build_memory(Path("c.jsonl"), 2**20, 2**30)
