@@ -117,7 +117,7 @@ _SAMPLE_FIELDS = [
         "sample_id",
         pa.string(),
         "'<task_id>/<tree_index>/<leaf_id>': unique within the run.",
-        openrlhf="(index)",
+        openrlhf="labels",
     ),
     _f("task_id", pa.string(), "The task: the GRPO group of this sample."),
     _f(
@@ -147,7 +147,7 @@ _SAMPLE_FIELDS = [
         "The root prompt (system prompt + first observation).",
         verl="prompts",
         trl="prompt_ids",
-        openrlhf="sequences[:prompt_len]",
+        openrlhf="sequences (the first prompt_len ids, unpadded)",
     ),
     _f(
         "response_ids",
@@ -155,30 +155,30 @@ _SAMPLE_FIELDS = [
         "Every turn's generated + closing + observation ids along the path.",
         verl="responses",
         trl="completion_ids",
-        openrlhf="sequences[prompt_len:]",
+        openrlhf="sequences (after the prompt)",
     ),
     _f(
         "loss_mask",
         MASK,
         "Aligned with response_ids: 1 exactly on generated ids, 0 on closing/observation ids.",
         verl="response_mask",
-        trl="completion_mask",
-        openrlhf="action_mask",
+        trl="env_mask",
+        openrlhf="action_mask (over sequences[1:]: 0 on the prompt)",
     ),
     _f(
         "logprobs",
         pa.list_(pa.float32()),
         "Aligned with response_ids: sampling logprob where loss_mask is 1, 0.0 elsewhere.",
         verl="old_log_probs",
-        trl="old_per_token_logps",
-        openrlhf="action_log_probs",
+        trl="logprobs (read only by its vLLM importance correction)",
+        openrlhf="rollout_log_probs (aligned like action_mask)",
     ),
     _f(
         "reward",
         pa.float64(),
         "Trajectory return: sum of the turns' rewards.",
-        verl="token_level_scores (at the last response token)",
-        trl="rewards",
+        verl="token_level_rewards (at the last response token)",
+        trl="a reward function's value (integrations.trl.env_reward)",
         openrlhf="rewards",
     ),
     _f("ended", pa.string(), "Why the leaf stopped (see nodes.ended).", nullable=True),
@@ -221,8 +221,8 @@ def advantage_fields(estimators: Sequence[str]) -> list[pa.Field]:
                 "(broadcast over loss_mask for token-level trainers).",
                 nullable=True,
                 verl="advantages (× response_mask)",
-                trl="advantages",
-                openrlhf="advantages",
+                trl="reward of integrations.trl.treegym_advantage, scale_rewards='none'",
+                openrlhf="advantages (× action_mask)",
             )
         )
         if name in TOKEN_LEVEL_ESTIMATORS:
@@ -234,7 +234,7 @@ def advantage_fields(estimators: Sequence[str]) -> list[pa.Field]:
                     "on that turn's generated ids, 0 elsewhere.",
                     nullable=True,
                     verl="advantages",
-                    trl="advantages (per token)",
+                    trl="(none: TRL takes one advantage per completion)",
                     openrlhf="advantages",
                 )
             )
@@ -256,32 +256,41 @@ def advantage_column(estimator: str, token_level: bool = False) -> str:
     return f"adv_{estimator}_tokens" if token_level else f"adv_{estimator}"
 
 
-#: Trainer field → run-folder column (how :func:`~treegym.harness.loaders.verl_batch` maps).
+#: Trainer field → run-folder column (:func:`~treegym.harness.loaders.verl_batch`'s mapping).
 VERL_FIELDS = {
     "prompts": "prompt_ids (left-padded)",
     "responses": "response_ids (right-padded)",
     "response_mask": "loss_mask",
     "old_log_probs": "logprobs",
     "advantages": "adv_<estimator> × loss_mask, or adv_<estimator>_tokens",
+    "token_level_rewards": "reward on the last response token",
     "input_ids": "prompts ++ responses",
     "attention_mask": "1 on real tokens of input_ids",
     "position_ids": "cumsum(attention_mask) − 1, clamped at 0",
     "uid": "group_id (non-tensor)",
+    "tree_uid": "group_id/tree_index (non-tensor)",
+    "sample_id": "sample_id (non-tensor)",
 }
+#: TRL ``rollout_func`` key → samples column (:func:`treegym.integrations.trl.rollout_fields`
+#: reads this; ``treegym_advantage`` ← ``adv_<estimator>`` joins them).
 TRL_FIELDS = {
     "prompt_ids": "prompt_ids",
     "completion_ids": "response_ids",
-    "completion_mask": "loss_mask",
-    "old_per_token_logps": "logprobs",
-    "advantages": "adv_<estimator>",
-    "rewards": "reward",
+    "logprobs": "logprobs",
+    "env_mask": "loss_mask",
+    "env_reward": "reward",
+    "sample_id": "sample_id",
 }
+#: OpenRLHF ``Experience`` field → run-folder column (its multi-turn agent layout, see
+#: :mod:`treegym.integrations.openrlhf`).
 OPENRLHF_FIELDS = {
     "sequences": "prompt_ids ++ response_ids",
-    "action_mask": "loss_mask",
-    "action_log_probs": "logprobs",
-    "advantages": "adv_<estimator> × loss_mask, or adv_<estimator>_tokens",
+    "action_mask": "(0 × prompt ++ loss_mask)[1:]",
+    "rollout_log_probs": "(0 × prompt ++ logprobs)[1:]",
+    "advantages": "(0 × prompt ++ adv_<estimator> × loss_mask, or adv_<estimator>_tokens)[1:]",
     "rewards": "reward",
+    "prompts": "group_id",
+    "labels": "sample_id",
 }
 
 

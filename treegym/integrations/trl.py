@@ -52,6 +52,7 @@ import pyarrow as pa
 from treegym.harness import Runner, Task, TaskResult
 from treegym.harness.export import samples_table
 from treegym.harness.loaders import Run, load_run
+from treegym.harness.schema import TRL_FIELDS
 
 TESTED_VERSION = "1.16.0"
 """The ``trl`` release this module was written and tested against."""
@@ -63,20 +64,11 @@ def rollout_fields(samples: pa.Table, advantage: str) -> dict[str, list[Any]]:
     if column not in samples.schema.names:
         have = sorted(n[4:] for n in samples.schema.names if n.startswith("adv_"))
         raise ValueError(f"the samples have no '{advantage}' advantages; they have {have}")
-    cols = samples.select(
-        ["sample_id", "prompt_ids", "response_ids", "logprobs", "loss_mask", "reward", column]
-    ).to_pydict()
-    if any(a is None for a in cols[column]):
+    advantages = samples.column(column).to_pylist()
+    if any(a is None for a in advantages):
         raise ValueError(f"{column} has nulls: pick another advantage")
-    return {
-        "prompt_ids": cols["prompt_ids"],
-        "completion_ids": cols["response_ids"],
-        "logprobs": cols["logprobs"],
-        "env_mask": cols["loss_mask"],
-        "env_reward": cols["reward"],
-        "treegym_advantage": cols[column],
-        "sample_id": cols["sample_id"],
-    }
+    fields = {key: samples.column(col).to_pylist() for key, col in TRL_FIELDS.items()}
+    return {**fields, "treegym_advantage": advantages}
 
 
 def env_reward(completions: Sequence[Any], env_reward: Sequence[float], **_: Any) -> list[float]:
