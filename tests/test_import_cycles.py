@@ -23,6 +23,7 @@ PACKAGES = {
     "treegym.harness": ROOT / "harness",
     "treegym.policies": ROOT / "policies",
     "treegym.data": ROOT / "data",
+    "treegym.integrations": ROOT / "treegym" / "integrations",
 }
 
 
