@@ -17,6 +17,7 @@ identity differs (the writer's ``force``); without ``resume`` it replaces the ru
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import shutil
 import time
@@ -38,6 +39,7 @@ from .export import (
     SAMPLES,
     ExportError,
     RunWriter,
+    StagedTask,
     read_manifest,
 )
 from .runner import Runner, Task, TaskResult
@@ -221,6 +223,49 @@ def open_writer(
     return RunWriter.for_runner(out, runner, config=config, resume=resume, force=force)
 
 
+class GroupCommitter:
+    """Commits finished tasks to a :class:`~treegym.harness.export.RunWriter` in groups while
+    the collection goes on: a task's rows are encoded as it arrives (CPU, here), the disk half
+    runs in a thread, and each commit takes every task staged during the previous one (up to
+    ``max_group``), so the writer's fsync rounds are shared by as many tasks as the collection
+    produces meanwhile, and the event loop never waits for the disk.
+    ``acknowledged(entry, result)`` is called for each task once its ledger line is durable —
+    only then is it finished; a task not yet acknowledged when the process dies is simply
+    collected again on ``resume``."""
+
+    def __init__(self, writer: RunWriter,
+                 acknowledged: Callable[[dict[str, Any], TaskResult], None],
+                 max_group: int = 256) -> None:  # fmt: skip
+        self.writer, self.acknowledged, self.max_group = writer, acknowledged, max_group
+        self._pending: list[tuple[StagedTask, TaskResult]] = []
+        self._task: asyncio.Task[None] | None = None
+        self.groups = 0
+        """Commits done (tasks acknowledged / groups: the mean group size)."""
+
+    def add(self, result: TaskResult) -> None:
+        """Queue a finished task; a failed earlier commit is raised here, at once."""
+        if self._task is not None and self._task.done():
+            self._task.result()
+        self._pending.append((self.writer.stage([result])[0], result))
+        if self._task is None:
+            self._task = asyncio.ensure_future(self._commit())
+
+    async def _commit(self) -> None:
+        while self._pending:
+            group = self._pending[: self.max_group]
+            entries = await asyncio.to_thread(self.writer.commit, [s for s, _ in group])
+            del self._pending[: len(group)]
+            self.groups += 1
+            for entry, (_, result) in zip(entries, group, strict=True):
+                self.acknowledged(entry, result)
+        self._task = None
+
+    async def drain(self) -> None:
+        """Wait until every queued task is committed (raising a commit's error)."""
+        while self._task is not None:  # a failed commit stays here and raises again
+            await asyncio.shield(self._task)
+
+
 @dataclass
 class Collected:
     """What :func:`collect` did: the final manifest and this session's counters."""
@@ -281,15 +326,21 @@ async def collect(
             meter.attach(runner)
             if on_start is not None:
                 on_start(writer, todo)
-            written = 0
+            acked: list[str] = []
+
+            def acknowledged(entry: dict[str, Any], result: TaskResult) -> None:
+                acked.append(entry["task_id"])
+                meter.task_done(result)
+                if on_result is not None:
+                    on_result(entry, result)
+
+            committer = GroupCommitter(writer, acknowledged)
             try:
                 async for result in runner.run(todo):
-                    entry = writer.write(result)
-                    written += 1
-                    meter.task_done(result)
-                    if on_result is not None:
-                        on_result(entry, result)
+                    committer.add(result)
             finally:
+                await committer.drain()  # what finished is committed before anything else
+                written = len(acked)
                 wall = time.perf_counter() - t0
                 record["wall_s"] = round(float(record.get("wall_s", 0.0)) + wall, 3)
                 with contextlib.suppress(OSError):
