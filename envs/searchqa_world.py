@@ -79,6 +79,7 @@ OCCUPATIONS = (
 EVENTS = ("Festival", "Congress", "Fair", "Symposium", "Exhibition", "Summit")
 COUNTRY_SUFFIXES = ("land", "ia", "mark", "stan", "ora", "eth")
 CITY_SUFFIXES = ("", "", "", "ford", "ton", "by", "holm", "port", "wick")
+MAX_COUNTRIES = 300
 
 
 @dataclass(frozen=True)
@@ -103,7 +104,7 @@ class WorldSpec:
     @property
     def counts(self) -> dict[str, int]:
         p = self.people
-        countries = max(4, p // 25)
+        countries = min(max(4, p // 25), MAX_COUNTRIES)
         return {"country": countries, "city": max(2 * countries, p // 3), "person": p,
                 "org": max(4, p // 3), "work": max(4, p // 2)}  # fmt: skip
 
@@ -172,7 +173,7 @@ def generate_world(spec: WorldSpec) -> World:
     surname = names.word((2, 3), ("", "son", "er", "ley"))
     surnames = sorted({surname() for _ in range(max(10, spec.people // 3))})
 
-    countries = [world.add("country", names.word((2, 2), COUNTRY_SUFFIXES))
+    countries = [world.add("country", names.word((2, 3), COUNTRY_SUFFIXES))
                  for _ in range(counts["country"])]  # fmt: skip
     cities = [world.add("city", names.word((2, 3), CITY_SUFFIXES)) for _ in range(counts["city"])]
     for i, city in enumerate(cities):

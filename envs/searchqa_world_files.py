@@ -18,7 +18,8 @@ from .searchqa_data import SPLITS, write_jsonl
 from .searchqa_questions import generate_questions
 from .searchqa_world import WorldSpec, generate_world
 
-WORLD_FORMAT = 1
+WORLD_FORMAT = 2
+"""Bumped whenever the generator writes other files for the same spec (the cache key)."""
 WORLD_MARKER = "world.json"
 
 
