@@ -98,7 +98,8 @@ class Passage:
 
 class PassageStore:
     """Random access to a corpus file's passages through the offsets the index build saved
-    (``offsets.npy``, memory-mapped)."""
+    (``offsets.npy``, memory-mapped). One store serves every env of a process for its
+    lifetime (:func:`~.searchqa_index.open_corpus`), so its file stays open."""
 
     def __init__(self, corpus: Path, index_folder: Path) -> None:
         self.path = corpus
@@ -116,11 +117,6 @@ class PassageStore:
         start, end = (int(x) for x in self._offsets[i])
         record = json.loads(os.pread(self._fd, end - start, start))
         return Passage(i, str(record.get("id", i)), record["contents"])
-
-    def close(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
 
 
 def save_offsets(folder: Path, spans: list[tuple[int, int]] | np.ndarray) -> None:
