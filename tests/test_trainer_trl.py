@@ -99,6 +99,7 @@ def test_online_rollouts_train_a_step_and_treegyms_advantages_reach_trls_loss(tm
     assert versions == {"trl-step-1"}
     trained, served = trainer.model.state_dict(), runner.policy.model.state_dict()
     assert all(torch.equal(trained[k], served[k]) for k in served)
+    rollout.close()
 
 
 @pytest.fixture(scope="module")

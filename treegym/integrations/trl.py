@@ -171,6 +171,8 @@ class TreegymRollout:
         """Every task result of the last call (trees included), for inspection or export."""
         self._weights = tempfile.TemporaryDirectory(prefix="treegym-trl-weights-")
         self._synced_step: int | None = None
+        # one loop for every call: executors and policies may hold loop-bound state (pipes)
+        self._loop = asyncio.new_event_loop()
 
     def __call__(self, prompts: Sequence[Any], trainer: Any) -> dict[str, list[Any]]:
         task_ids, size = _groups(prompts, trainer)
@@ -178,7 +180,7 @@ class TreegymRollout:
         if unknown:
             raise ValueError(f"prompt {unknown[0]!r} is not one of the rollout's task ids")
         self._sync_weights(trainer)
-        self.results = asyncio.run(self._grow([self.tasks[t] for t in task_ids]))
+        self.results = self._loop.run_until_complete(self._grow([self.tasks[t] for t in task_ids]))
         estimators = list(self.runner.sampler.estimators)
         return _concat([
             _checked(r.task.task_id, rollout_fields(samples_table(r, "trl", estimators),
@@ -195,6 +197,12 @@ class TreegymRollout:
             done[id(result.task)] = result
         return [done[id(t)] for t in tasks]
 
+    def close(self) -> None:
+        """Close the runner's executor and policy, then the rollout's event loop."""
+        self._loop.run_until_complete(self.runner.executor.close())
+        self._loop.run_until_complete(self.runner.policy.aclose())
+        self._loop.close()
+
     def _sync_weights(self, trainer: Any) -> None:
         step = trainer.state.global_step
         load = getattr(self.runner.policy, "load_weights", None)
@@ -202,5 +210,5 @@ class TreegymRollout:
             return
         model = trainer.accelerator.unwrap_model(trainer.model)
         model.save_pretrained(self._weights.name)
-        asyncio.run(load(self._weights.name, weight_version=f"trl-step-{step}"))
+        self._loop.run_until_complete(load(self._weights.name, weight_version=f"trl-step-{step}"))
         self._synced_step = step
