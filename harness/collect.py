@@ -37,6 +37,7 @@ from .export import (
     NODES,
     PARTS,
     SAMPLES,
+    SHARDS,
     ExportError,
     RunWriter,
     StagedTask,
@@ -195,7 +196,7 @@ def clear_run(path: str | Path) -> None:
     foreign = [
         p.name
         for p in path.iterdir()
-        if p.name not in RUN_FILES and p.name != PARTS and not p.name.endswith(".tmp")
+        if p.name not in RUN_FILES and p.name not in (PARTS, SHARDS) and not p.name.endswith(".tmp")
     ]
     if foreign:
         raise ExportError(
@@ -203,7 +204,7 @@ def clear_run(path: str | Path) -> None:
             "refusing to replace it"
         )
     for p in path.iterdir():
-        if p.name == PARTS:
+        if p.name in (PARTS, SHARDS):
             shutil.rmtree(p)
         elif p.name != LOCK:
             p.unlink()

@@ -77,6 +77,8 @@ PARTS = "parts"
 NODES = "nodes.parquet"
 SAMPLES = "samples.parquet"
 FINALIZING = "FINALIZING"
+SHARDS = "shards"
+"""Per-driver run folders of a sharded collection (:mod:`~treegym.harness.shards`)."""
 LOCK = ".writer.lock"
 ROW_GROUP_BYTES = 64 << 20
 """Target in-memory size of one compacted row group (whole tasks are gathered up to it)."""
@@ -413,7 +415,10 @@ class RunWriter:
         estimators: Sequence[str] | None = None,
         resume: bool = False,
         force: bool = False,
+        run_id: str | None = None,
     ) -> None:
+        """``run_id``: the id a new run gets (default: a fresh one); shards of one run share
+        their run's id (:mod:`~treegym.harness.shards`)."""
         self.path = Path(path)
         self._pool: ThreadPoolExecutor | None = None
         if estimators is None:
@@ -440,7 +445,7 @@ class RunWriter:
                 self.manifest: dict[str, Any] = {
                     "format": FORMAT,
                     "schema_version": SCHEMA_VERSION,
-                    "run_id": uuid.uuid4().hex[:12],
+                    "run_id": run_id or uuid.uuid4().hex[:12],
                     "created": _now(),
                     "status": "collecting",
                     "compacted": 0,
@@ -485,6 +490,7 @@ class RunWriter:
         config: Mapping[str, Any] | None = None,
         resume: bool = False,
         force: bool = False,
+        run_id: str | None = None,
     ) -> RunWriter:
         """A writer whose identity is ``runner``'s settings, sampler, policy and tokenizer plus
         ``config`` (put what the runner does not know here, e.g. the env id and its kwargs)."""
@@ -496,6 +502,7 @@ class RunWriter:
             tokenizer=runner.template.tokenizer,
             resume=resume,
             force=force,
+            run_id=run_id,
         )
 
     # ------------------------------------------------------------------ opening
@@ -646,6 +653,35 @@ class RunWriter:
         self._ledger.extend(entries)
         self.finished.update(ids)
         return entries
+
+    def adopt(self, folder: Path, entries: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Take finished tasks of another folder of this run (a shard) into this one, in one
+        group commit: their part files are hard-linked (the bytes their ledger digests cover),
+        their ledger lines renumbered and appended. Tasks this folder holds are refused."""
+        again = next((e["task_id"] for e in entries if e["task_id"] in self.finished), None)
+        if again is not None:
+            raise ExportError(f"task {again!r} is already in {self.path / LEDGER}")
+        first = self._ledger[-1]["seq"] + 1 if self._ledger else 0
+        adopted = []
+        try:
+            for seq, entry in enumerate(entries, first):
+                for src, dst in zip(part_paths(folder, entry["seq"]), part_paths(self.path, seq),
+                                    strict=True):  # fmt: skip
+                    dst.unlink(missing_ok=True)  # an unlisted part of an interrupted adoption
+                    os.link(src, dst)
+                adopted.append({**entry, "seq": seq})
+            _fsync_dir(self.path / PARTS)
+            lines = "".join(json.dumps(e, sort_keys=True, default=_json_default) + "\n"
+                            for e in adopted)  # fmt: skip
+            with open(self.path / LEDGER, "ab") as fh:
+                fh.write(lines.encode())
+                fh.flush()
+                os.fsync(fh.fileno())
+        except OSError as exc:
+            raise self._disk_error(f"adopt the tasks of {folder}", exc) from exc
+        self._ledger.extend(adopted)
+        self.finished.update(e["task_id"] for e in adopted)
+        return adopted
 
     def _io_pool(self) -> ThreadPoolExecutor:
         if self._pool is None:

@@ -9,7 +9,8 @@ one if the process waits there. With ``TREEGYM_PAUSE_AT=<point>[@<n>]`` and
 folder read-only) and then releases it. Points: ``part-write`` (a task's nodes part is in
 place, its samples part and ledger line are not), ``finalize-compact`` (the compacted nodes
 file is written under its temporary name, the samples file is not), ``finalize-rename`` (the
-``FINALIZING`` marker is down and only ``nodes.parquet`` renamed into place).
+``FINALIZING`` marker is down and only ``nodes.parquet`` renamed into place), ``group-commit``
+(a group's ledger lines are written, their fsync has not happened: none is acknowledged).
 """
 
 from __future__ import annotations
