@@ -35,11 +35,15 @@ def runner():
                   executor=InProcessExecutor("treegym/ToyRooms-v0", {{"max_episode_steps": 8}}),
                   concurrency=4, seed=0)
 """
-DRIVER = SETUP + """
+DRIVER = (
+    SETUP
+    + """
 from treegym.harness.shards import collect_shard
-out, index, count, n, resume = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5] == "resume"
-asyncio.run(collect_shard(runner(), TASKS[:n], out, index, count, config=CONFIG, resume=resume))
+out, (index, count, n), mode = sys.argv[1], map(int, sys.argv[2:5]), sys.argv[5]
+asyncio.run(collect_shard(runner(), TASKS[:n], out, index, count, config=CONFIG,
+                          resume=mode == "resume"))
 """
+)
 
 
 def _setup():
