@@ -47,7 +47,9 @@ class ScriptedPolicy(Policy):
         self._rng = random.Random(seed)
         # A handful of distinct turn texts recur all run long: tokenize each once.
         self._encode = functools.lru_cache(4096)(lambda text: tuple(template.encode(text)))
-        self._end = template.end_id  # token lookups cost more than a scripted turn
+        # token lookups cost more than a scripted turn; a text-only template (no tokenizer:
+        # choose() alone, as the embedded model's data script uses it) has no end id
+        self._end = template.end_id if template.tokenizer is not None else None
         self._assistant = int(template.tokenizer.convert_tokens_to_ids(ASSISTANT))
 
     def identity(self) -> dict[str, Any]:
