@@ -49,8 +49,11 @@ class ScriptedPolicy(Policy):
         self._encode = functools.lru_cache(4096)(lambda text: tuple(template.encode(text)))
         # token lookups cost more than a scripted turn; a text-only template (no tokenizer:
         # choose() alone, as the embedded model's data script uses it) has no end id
-        self._end = template.end_id if template.tokenizer is not None else None
-        self._assistant = int(template.tokenizer.convert_tokens_to_ids(ASSISTANT))
+        text_only = template.tokenizer is None
+        self._end = None if text_only else template.end_id
+        self._assistant = (
+            None if text_only else int(template.tokenizer.convert_tokens_to_ids(ASSISTANT))
+        )
 
     def identity(self) -> dict[str, Any]:
         return {"policy": f"scripted:{self.mode}", "epsilon": self.epsilon, "seed": self.seed}
