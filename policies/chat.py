@@ -57,6 +57,7 @@ class ChatTemplate(Template):
         action_format: ActionFormat | None = None,
         system_prompt: str | None = None,
         show_admissible: bool = True,
+        hide_admissible: str = "",
         tidy: bool = True,
         chat_template: str | None = None,
     ) -> None:
@@ -68,6 +69,7 @@ class ChatTemplate(Template):
             f"{CHAT_SYSTEM_PROMPT} {self.action_format.instruction}"
         )
         self.show_admissible, self.tidy = show_admissible, tidy
+        self.hide_admissible = hide_admissible
         self._commands: dict[str, tuple[int, ...]] = {}
         self._end, self._tail = self._verify()
         self._after_reply = [self._system(), _message("user", _PROBE_OBSERVATIONS[0]),

@@ -62,6 +62,7 @@ class ReActTemplate(Template):
     tokenizer: Any
     system_prompt: str = DEFAULT_SYSTEM_PROMPT
     show_admissible: bool = True
+    hide_admissible: str = ""
     tidy: bool = True
     action_format: ActionFormat = field(default_factory=ActionLine)
 
@@ -73,13 +74,18 @@ class ReActTemplate(Template):
         action_format: ActionFormat | None = None,
     ) -> ReActTemplate:
         """The template a model was trained with: settings from ``MODEL/template.json``
-        (``show_admissible``, ``system_prompt``) when the folder has one, else the defaults;
-        ``action_format`` replaces the ``Action:`` line."""
+        (``show_admissible``, ``hide_admissible``, ``system_prompt``, ``tidy``) when the
+        folder has one, else the defaults; ``action_format`` replaces the ``Action:`` line."""
         settings: dict[str, Any] = {}
         file = Path(model_path) / TEMPLATE_FILE if model_path is not None else None
         if file is not None and file.is_file():
             settings = json.loads(file.read_text())
-            unknown = set(settings) - {"show_admissible", "system_prompt", "tidy"}
+            unknown = set(settings) - {
+                "show_admissible",
+                "hide_admissible",
+                "system_prompt",
+                "tidy",
+            }
             if unknown:
                 raise ValueError(f"{file}: unknown template settings {sorted(unknown)}")
         if action_format is not None:

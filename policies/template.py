@@ -158,11 +158,18 @@ class Template(abc.ABC):
                 "lists them, or --action-format action|tags|regex:PATTERN"
             )
 
+    hide_admissible: str = ""
+    """A regex: admissible commands it matches are not listed (ALFWorld's 30-odd ``go to``
+    commands repeat the room's inventory every turn; the model learns them from the intro)."""
+
     def user_body(self, observation: str, admissible: Sequence[str] | None) -> str:
         """The observation as the model reads it (tidied, with the admissible commands)."""
         body = tidy_observation(observation) if self.tidy else observation
         if self.show_admissible and admissible:
-            body += "\nAdmissible commands: " + " | ".join(admissible)
+            hide = self.hide_admissible
+            shown = [c for c in admissible if not (hide and re.match(hide, c))]
+            if shown:
+                body += "\nAdmissible commands: " + " | ".join(shown)
         return body
 
     def settings(self) -> dict[str, Any]:
@@ -172,5 +179,6 @@ class Template(abc.ABC):
             "action_format": self.action_format.spec,
             "system_prompt": self.system_prompt,
             "show_admissible": self.show_admissible,
+            "hide_admissible": self.hide_admissible,
             "tidy": self.tidy,
         }

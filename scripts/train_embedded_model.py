@@ -47,7 +47,10 @@ from treegym.policies.react import ReActTemplate
 from treegym.policies.scripted import ScriptedPolicy
 from treegym.policies.tokenizer import train_react_tokenizer
 
-TEMPLATE_SETTINGS = {"show_admissible": False}
+TEMPLATE_SETTINGS = {
+    "show_admissible": True,
+    "hide_admissible": r"^(go to |examine |look$|inventory$)",
+}
 DETOUR = {"alfworld": 0.5}
 """Per env: how often the data's expert searches before going where the plan says."""
 

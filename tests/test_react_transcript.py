@@ -167,6 +167,11 @@ def test_a_model_folder_carries_the_template_it_was_trained_with(tmp_path):
     (tmp_path / TEMPLATE_FILE).write_text('{"show_admissible": false}')
     template = ReActTemplate.for_model(tok, tmp_path)
     assert "Admissible" not in template.prompt_text("You are in a hall.", ["go east"])
+    (tmp_path / TEMPLATE_FILE).write_text('{"hide_admissible": "^go to "}')
+    text = ReActTemplate.for_model(tok, tmp_path).prompt_text("Hall.", ["go to desk 1", "look"])
+    assert text.count("Admissible commands: look") == 1 and "go to desk" not in text
+    text = ReActTemplate.for_model(tok, tmp_path).prompt_text("Hall.", ["go to desk 1"])
+    assert "Admissible" not in text  # nothing left to list: no empty list line
     (tmp_path / TEMPLATE_FILE).write_text('{"show_admisible": false}')
     with pytest.raises(ValueError, match=r"unknown template settings \['show_admisible'\]"):
         ReActTemplate.for_model(tok, tmp_path)
