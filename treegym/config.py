@@ -60,6 +60,7 @@ ENV_DEFAULT_TASKS = {
     "treegym/TextWorld-v0": "embedded",
     "treegym/ToyRooms-v0": "toy-{seed}",
     "treegym/ALFWorld-v0": "embedded",
+    "treegym/SearchQA-v0": "test-{seed}",  # the default synthetic world's held-out questions
 }
 
 POLICY_FORMS = (
