@@ -32,6 +32,7 @@ MODULES = {
     "export": "export_speed",  # table 5
     "engine": "engine_prefix_cache",  # table 6
     "engine_speed": "engine_speed",  # tables 7 and 8
+    "learning": "learning",  # tables 9 and 10 (hours at full size; resumable)
 }
 """Suite parts, in BENCHMARKS.md order: ``--only`` name -> bench module."""
 
