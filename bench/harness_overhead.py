@@ -29,6 +29,7 @@ from typing import Any
 from bench_common import BusyTimer, Chart, Section, Spread, heldout_tasks, ratios, size_cli
 
 import treegym
+from treegym.envs.embedded_mix import EVAL_SEEDS
 from treegym.harness import (
     Budget,
     ChainSampler,
@@ -40,7 +41,7 @@ from treegym.harness import (
 )
 from treegym.harness.executor import EnvExecutor
 from treegym.policies import ReActTemplate, SamplingParams, ScriptedPolicy
-from treegym.policies.embedded import EVAL_SEEDS, embedded_model_path
+from treegym.policies.embedded import embedded_model_path
 
 REPETITIONS = 3
 GROUP_SIZE = 4

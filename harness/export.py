@@ -45,6 +45,7 @@ import json
 import os
 import platform
 import uuid
+from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -80,6 +81,8 @@ FINALIZING = "FINALIZING"
 SHARDS = "shards"
 """Per-driver run folders of a sharded collection (:mod:`~treegym.harness.shards`)."""
 LOCK = ".writer.lock"
+KEEP_BYTES = 256 << 20
+"""Arrow bytes of committed tasks a writer keeps for its ``finalize`` (the rest is read back)."""
 ROW_GROUP_BYTES = 64 << 20
 """Target in-memory size of one compacted row group (whole tasks are gathered up to it)."""
 _PACKAGES = ("treegym", "pyarrow", "pandas", "numpy", "torch", "transformers", "tokenizers",
@@ -394,6 +397,8 @@ class StagedTask:
     samples: bytes
     error: str | None
     budget: dict[str, Any]
+    tables: tuple[pa.Table, pa.Table]
+    """The rows themselves: kept for ``finalize`` after the commit (no reading back)."""
 
 
 class RunWriter:
@@ -421,6 +426,8 @@ class RunWriter:
         their run's id (:mod:`~treegym.harness.shards`)."""
         self.path = Path(path)
         self._pool: ThreadPoolExecutor | None = None
+        self._kept: OrderedDict[int, tuple[pa.Table, pa.Table]] = OrderedDict()
+        self._kept_bytes = 0
         if estimators is None:
             estimators = getattr(sampler, "estimators", None) or tuple(ESTIMATORS)
         self.estimators = list(estimators)
@@ -587,7 +594,8 @@ class RunWriter:
             samples = samples_table(result, run_id, self.estimators)
             out.append(StagedTask(result.task.task_id, nodes.num_rows, samples.num_rows,
                                   _parquet_bytes(nodes), _parquet_bytes(samples),
-                                  result.error, dataclasses.asdict(result.budget)))  # fmt: skip
+                                  result.error, dataclasses.asdict(result.budget),
+                                  (nodes, samples)))  # fmt: skip
         return out
 
     def commit(self, staged: Sequence[StagedTask]) -> list[dict[str, Any]]:
@@ -652,7 +660,18 @@ class RunWriter:
             os.fsync(fh.fileno())
         self._ledger.extend(entries)
         self.finished.update(ids)
+        for entry, task in zip(entries, staged, strict=True):
+            self._keep(entry["seq"], task.tables)
         return entries
+
+    def _keep(self, seq: int, tables: tuple[pa.Table, pa.Table]) -> None:
+        """Remember a committed task's tables for ``finalize`` (oldest dropped past
+        ``KEEP_BYTES``: those are read back from their parts)."""
+        self._kept[seq] = tables
+        self._kept_bytes += sum(t.nbytes for t in tables)
+        while self._kept_bytes > KEEP_BYTES and self._kept:
+            _, old = self._kept.popitem(last=False)
+            self._kept_bytes -= sum(t.nbytes for t in old)
 
     def adopt(self, folder: Path, entries: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         """Take finished tasks of another folder of this run (a shard) into this one, in one
@@ -703,7 +722,8 @@ class RunWriter:
         """Compact the parts into ``nodes.parquet``/``samples.parquet`` and complete the
         manifest; return it. Memory stays bounded: whole tasks are gathered into one row group
         until it holds ``row_group_bytes`` of arrow data (a task is never split across row
-        groups; ``1`` gives one row group per task). Each part is checked against its ledger
+        groups; ``1`` gives one row group per task). Tasks this writer committed come from
+        memory (up to ``KEEP_BYTES``); every part read back is checked against its ledger
         digest first, so a file damaged after it was written is not copied silently."""
         try:
             return self._finalize(row_group_bytes)
@@ -748,6 +768,8 @@ class RunWriter:
         _fsync_dir(self.path)
         (self.path / FINALIZING).unlink()
         self.manifest = manifest
+        self._kept.clear()
+        self._kept_bytes = 0
         parts = [p for entry in new for p in part_paths(self.path, entry["seq"])]
         list(self._io_pool().map(lambda p: p.unlink(missing_ok=True), parts))
         return manifest
@@ -792,12 +814,18 @@ class RunWriter:
         """The entries' parts in order, checked and read a few at a time in the writer's
         threads (reading releases the GIL; a file's fixed cost is mostly waiting)."""
         pool, ahead = self._io_pool(), 16
-        futures = [pool.submit(self._read_part, e, which) for e in entries[:ahead]]
+
+        def fetch(entry: dict[str, Any]) -> Any:
+            kept = self._kept.get(entry["seq"])  # committed by this writer: already in memory
+            return kept[which] if kept is not None else pool.submit(self._read_part, entry, which)
+
+        futures = [fetch(e) for e in entries[:ahead]]
         for k in range(len(entries)):
             if k + ahead < len(entries):
-                futures.append(pool.submit(self._read_part, entries[k + ahead], which))
-            yield futures[k].result()
-            futures[k] = None  # type: ignore[call-overload] - drop the table once written
+                futures.append(fetch(entries[k + ahead]))
+            got = futures[k]
+            yield got if isinstance(got, pa.Table) else got.result()
+            futures[k] = None  # drop the table once written
 
     def _read_part(self, entry: dict[str, Any], which: int) -> pa.Table:
         path = part_paths(self.path, entry["seq"])[which]
