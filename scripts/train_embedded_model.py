@@ -104,14 +104,14 @@ def play_task(job: tuple[str, int, int, float, int]) -> tuple[list, int]:
     env, out, wins = make_env(env_name, path), [], 0
     for _ in range(episodes):
         obs, info = env.reset(seed=rng.randrange(2**31 - 1))
-        pieces = [(template.prompt_text(obs), 0)]
+        pieces = [(template.prompt_text(obs, info["admissible_commands"]), 0)]
         thought = ""
         while True:
             action, thought = searching(chooser, info, obs, thought == SEARCH_THOUGHT, rng,
                                         detour)  # fmt: skip
             pieces.append((ReActTemplate.assistant_text(thought, action), 1))
             obs, _, terminated, truncated, info = env.step(action)
-            pieces.append((template.observation_text(obs), 0))
+            pieces.append((template.observation_text(obs, info["admissible_commands"]), 0))
             if terminated or truncated:
                 wins += bool(info["won"])
                 break
