@@ -135,11 +135,17 @@ def file_digest(path: Path) -> dict[str, Any]:
     return {"bytes": path.stat().st_size, "sha256": h.hexdigest()}
 
 
+PART_OPTIONS: dict[str, Any] = {"compression": "lz4", "use_dictionary": False,
+                                "write_statistics": False, "write_page_checksum": True}  # fmt: skip
+"""Parts live until ``finalize`` re-encodes their rows (zstd, dictionaries, statistics): they
+are written for speed (dictionary encoding a task's small table costs 3x its lz4 encoding and
+saves nothing measurable here) and keep page checksums (``load_run`` reads unfinished runs)."""
+
+
 def _parquet_bytes(table: pa.Table) -> bytes:
-    """``table`` as a parquet file of one row group."""
+    """``table`` as a part file of one row group."""
     sink = pa.BufferOutputStream()
-    pq.write_table(table, sink, row_group_size=max(1, table.num_rows),
-                   **_parquet_options(table.schema))  # fmt: skip
+    pq.write_table(table, sink, row_group_size=max(1, table.num_rows), **PART_OPTIONS)
     return sink.getvalue().to_pybytes()
 
 
@@ -253,36 +259,40 @@ def _check_turn(task_id: str, tree: Tree, node: Node) -> None:
         )
 
 
+_INFO_JSON = json.JSONEncoder(sort_keys=True, default=_json_default)
+"""One encoder for every node's info (``json.dumps`` with options builds one per call)."""
+
+
 def nodes_table(result: TaskResult, run_id: str) -> pa.Table:
-    """One row per node of every tree of ``result`` (schema :data:`NODES_SCHEMA`)."""
+    """One row per node of every tree of ``result`` (schema :data:`NODES_SCHEMA`), built a
+    column at a time (a dict per row costs more than the rest of a task's write)."""
     cols: dict[str, list[Any]] = {f.name: [] for f in NODES_SCHEMA}
     task_id = result.task.task_id
     for tree in result.trees:
-        values, below = node_values(tree), _leaves_below(tree)
-        training = {n.id for n in result.training.get(tree.index, [])}
-        for node in tree.nodes:
+        nodes, n = tree.nodes, len(tree.nodes)
+        for node in nodes:
             _check_turn(task_id, tree, node)
-            s = node.stats
-            row = {
-                "run_id": run_id, "task_id": task_id, "tree_index": tree.index,
-                "node_id": node.id, "parent_id": None if node.parent is None else node.parent.id,
-                "depth": node.depth,
-                "prompt_ids": list(tree.prompt_ids) if node.parent is None else [],
-                "generated_ids": list(node.generated_ids), "logprobs": list(node.logprobs),
-                "closing_ids": list(node.closing_ids),
-                "observation_ids": list(node.observation_ids), "action": node.action,
-                "parse_error": node.parse_error, "finish_reason": node.finish_reason,
-                "policy_version": node.policy_version, "observation": node.observation,
-                "info": json.dumps(node.info, sort_keys=True, default=_json_default),
-                "reward": float(node.reward), "ended": node.ended, "error": node.error,
-                "value": values.get(node.id), "leaves_below": below[node.id],
-                "training": node.id in training, "prompt_tokens": s.prompt_tokens,
-                "cached_tokens": s.cached_tokens, "env_steps": s.env_steps,
-                "restores": s.restores, "policy_s": s.policy_s, "env_s": s.env_s,
-                "restore_s": s.restore_s, "snapshot_s": s.snapshot_s,
-            }  # fmt: skip
-            for k, v in row.items():
-                cols[k].append(v)
+        values, below = node_values(tree), _leaves_below(tree)
+        training = {x.id for x in result.training.get(tree.index, [])}
+        stats = [x.stats for x in nodes]
+        for name, value in (("run_id", run_id), ("task_id", task_id),
+                            ("tree_index", tree.index)):  # fmt: skip
+            cols[name] += [value] * n
+        for name in ("depth", "generated_ids", "logprobs", "closing_ids", "observation_ids",
+                     "action", "parse_error", "finish_reason", "policy_version", "observation",
+                     "ended", "error"):  # fmt: skip
+            cols[name] += [getattr(x, name) for x in nodes]
+        for name in ("prompt_tokens", "cached_tokens", "env_steps", "restores", "policy_s",
+                     "env_s", "restore_s", "snapshot_s"):  # fmt: skip
+            cols[name] += [getattr(st, name) for st in stats]
+        cols["node_id"] += [x.id for x in nodes]
+        cols["parent_id"] += [None if x.parent is None else x.parent.id for x in nodes]
+        cols["prompt_ids"] += [tree.prompt_ids if x.parent is None else () for x in nodes]
+        cols["info"] += [_INFO_JSON.encode(x.info) for x in nodes]
+        cols["reward"] += [float(x.reward) for x in nodes]
+        cols["value"] += [values.get(x.id) for x in nodes]
+        cols["leaves_below"] += [below[x.id] for x in nodes]
+        cols["training"] += [x.id in training for x in nodes]
     return pa.Table.from_pydict(cols, schema=NODES_SCHEMA)
 
 
