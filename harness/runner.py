@@ -168,7 +168,8 @@ class TaskContext:
                 node.ended = "budget"
             return []
         self.generated_tokens += n * max_new  # reserved; corrected below
-        sampling = replace(r.sampling, max_new_tokens=max_new)
+        sampling = (r.sampling if max_new == r.sampling.max_new_tokens
+                    else replace(r.sampling, max_new_tokens=max_new))  # fmt: skip
         try:
             # Constrained choice: the admissible commands reach the engine only as this mask.
             constraint = r.template.constraint(start.info.get("admissible_commands"), turn_ids)
@@ -208,6 +209,8 @@ class TaskContext:
                                               turn_logprobs))  # fmt: skip
             else:
                 steps.append(self._partial_child(tree, node, key, res))
+        if n == 1:  # a rollout's step: no task to schedule
+            return [await steps[0]]
         return list(await asyncio.gather(*steps))
 
     async def rollout(self, tree: Tree, node: Node) -> Node:
