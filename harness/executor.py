@@ -86,7 +86,7 @@ class EnvWorkerCore:
 
     def __post_init__(self) -> None:
         self.envs: dict[str, TextEnv] = {}
-        self.snaps: dict[int, tuple[str, Snapshot]] = {}
+        self.snaps: dict[int, tuple[str, Snapshot | None]] = {}
         self.at: dict[str, int | None] = {}
         self._next = 0
 
@@ -96,13 +96,17 @@ class EnvWorkerCore:
             self.at[key] = None
         return self.envs[key]
 
-    def _keep(self, key: str, env: TextEnv) -> tuple[int, float]:
+    def _keep(self, key: str, env: TextEnv, ended: bool = False) -> tuple[int, float]:
+        """A handle for the env's current state. A state whose episode ended gets no native
+        snapshot: nothing can be stepped from it (the runner never expands an ended node), so
+        copying it would only cost time (a TextWorld snapshot is a fifth of a step)."""
         t = time.perf_counter()
-        snap = env.snapshot()
+        snap = None if ended else env.snapshot()
+        snap_s = 0.0 if ended else time.perf_counter() - t
         self._next += 1
         self.snaps[self._next] = (key, snap)
         self.at[key] = self._next
-        return self._next, time.perf_counter() - t
+        return self._next, snap_s
 
     def reset(self, key: str, seed: int, options: dict[str, Any]) -> StepOutcome:
         env = self._env(key)
@@ -119,6 +123,11 @@ class EnvWorkerCore:
         key, snap = self.snaps[snap_id]
         env = self._env(key)
         restores, restore_s = 0, 0.0
+        if snap is None and self.at[key] != snap_id:
+            raise EnvWorkerError(
+                f"state {snap_id} of worker {self.worker} ended its episode: it has no snapshot "
+                "and nothing can be stepped from it"
+            )
         if self.at[key] != snap_id:
             t = time.perf_counter()
             self.at[key] = None  # unknown until the restore succeeds
@@ -132,7 +141,7 @@ class EnvWorkerCore:
             self.at[key] = None
             raise
         env_s = time.perf_counter() - t
-        new_id, snap_s = self._keep(key, env)
+        new_id, snap_s = self._keep(key, env, ended=terminated or truncated)
         return StepOutcome(StateHandle(self.worker, new_id), obs, reward, terminated, truncated,
                            info, env_s, restores, restore_s, snap_s)  # fmt: skip
 

@@ -96,3 +96,16 @@ def test_the_memo_asks_the_template_once_per_distinct_value(template):
         want = template.read(result)
         assert reading == want and reading.result is result
         assert reading.action == "open chest"
+
+
+def test_an_ended_state_gets_no_snapshot_and_cannot_be_stepped_from():
+    core = EnvWorkerCore(ENV, {"max_episode_steps": 2})
+    state = core.reset("k", 0, {"task": 0}).state
+    first = core.step(state.snap, "look")
+    last = core.step(first.state.snap, "look")
+    assert last.truncated and last.snapshot_s == 0.0
+    assert core.snaps[last.state.snap][1] is None and core.snaps[first.state.snap][1] is not None
+    again = core.step(first.state.snap, "inventory")  # a live state restores as before
+    assert again.restores == 1 and again.truncated
+    with pytest.raises(EnvWorkerError, match="ended its episode: it has no snapshot"):
+        core.step(last.state.snap, "look")

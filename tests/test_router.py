@@ -105,7 +105,10 @@ def test_router_keeps_a_trunk_on_one_worker_and_survives_a_worker_drop(
 
     async def run():
         try:
-            first = await client.generate(_reqs(root, 3))  # a node's 3 children
+            # a node's 3 children, the first alone: requests prefilled in one round all report
+            # 0 cached (SGLang's fcfs matches a whole round before any of it is prefilled)
+            first = await client.generate(_reqs(root, 1))
+            first += await client.generate(_reqs(root, 3)[1:])
             child = root + first[0].output_ids + root
             second = await client.generate(_reqs(child, 2))  # the next turn of that branch
             holder = [i for i in range(2) if engines.entries(i)]
@@ -117,7 +120,7 @@ def test_router_keeps_a_trunk_on_one_worker_and_survives_a_worker_drop(
 
     first, _child, second, holder, after, live_entries = asyncio.run(run())
     # children after the first are served from the radix cache of the same worker
-    cached = sorted(r.cached_tokens for r in first)  # concurrent singles: any one comes first
+    cached = [r.cached_tokens for r in first]
     assert cached[0] == 0 and all(c >= len(root) - 1 for c in cached[1:]), cached
     # the next turn extends the trunk: the router sends it to the worker that has it
     assert all(r.cached_tokens >= len(root) for r in second), [r.cached_tokens for r in second]
@@ -137,7 +140,9 @@ def test_client_side_sticky_routing_over_a_list_of_urls(tiny_model, engines):  #
 
     async def run():
         try:
-            ra, rb = await client.generate(_reqs(a, 2)), await client.generate(_reqs(b, 2))
+            # each root's second child after its first (one prefill round reports 0 cached)
+            ra = [*await client.generate(_reqs(a, 1)), *await client.generate(_reqs(a, 2)[1:])]
+            rb = [*await client.generate(_reqs(b, 1)), *await client.generate(_reqs(b, 2)[1:])]
             entries = [engines.entries(0), engines.entries(1)]
             a2 = a + ra[0].output_ids + a
             # one call mixing two trees' nodes: each group goes to its own engine

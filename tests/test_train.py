@@ -109,7 +109,9 @@ def test_resume_after_a_failed_update_ends_like_an_uninterrupted_run(tiny_model,
     assert not (tmp_path / "b" / "checkpoints" / "round-001").exists()
     monkeypatch.setattr(trainer_mod.Trainer, "update", real)
     resumed = asyncio.run(train(_plan(tiny_model, tmp_path / "b"), resume=True))
-    pd.testing.assert_frame_equal(_learning(straight), _learning(resumed))
+    # same tokens, rewards and losses; the engine-vs-trainer logprob gap (ratio_max_dev_first,
+    # ~1e-6) is float noise that depends on how the engine happened to batch the requests
+    pd.testing.assert_frame_equal(_learning(straight), _learning(resumed), atol=1e-5)
     with pytest.raises(TrainError, match="is not empty: pass --resume"):
         asyncio.run(train(_plan(tiny_model, tmp_path / "b")))
     with pytest.raises(TrainError, match="started with another configuration"):

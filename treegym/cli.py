@@ -183,15 +183,18 @@ def serve_command(
     if engine == "sglang":
         import signal
 
-        from treegym.policies.launcher import launched, sglang_command
+        from treegym.policies.launcher import launched, sglang_command, sglang_state
 
         # `kill` (SIGTERM) must stop SGLang too: by default Python dies without running the
-        # launcher's cleanup, leaving the server holding its port and GPU.
+        # launcher's cleanup, leaving the server holding its port and GPU. Seeds hold
+        # (--enable-deterministic-inference) unless --no-deterministic-inference is given.
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
         url = f"http://{host}:{port}"
         try:
             with launched(sglang_command(path, host, port, ctx.args), url) as proc:
-                console.print(f"SGLang serving {path} at {url} (Ctrl-C stops it)")
+                state = sglang_state(url)
+                console.print(f"SGLang serving {path} at {url} ({state}; Ctrl-C stops it)",
+                              soft_wrap=True, highlight=False)  # fmt: skip
                 proc.wait()
         except PolicyError as exc:
             _fail(str(exc))
