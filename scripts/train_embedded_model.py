@@ -6,8 +6,10 @@
 2. Play them with the noisy scripted expert (the expert plan with probability 1 − ε, else a
    random admissible command), recording each episode as ReAct text pieces — exactly what
    ``ReActTemplate`` renders at inference, with the template settings of ``template.json``
-   (no admissible-command list: ALFWorld lists 50+, which would not fit the context; the model
-   names commands from what the observations say).
+   (:data:`TEMPLATE_SETTINGS`: the admissible commands are listed, less the navigation and
+   look-around ones, ``go to …``, ``examine …``, ``look``, ``inventory``: ALFWorld lists 50+,
+   most of them ``go to``/``examine``, which would not fit the context; the model names those
+   from what the observations say).
 3. Train a byte-level BPE tokenizer (``tokenizers``) with the template's special tokens.
 4. Tokenize each piece on its own, as the transcript does at inference, and train a small Llama
    (``transformers.LlamaForCausalLM``) for a fixed number of steps with the loss on generated

@@ -184,7 +184,9 @@ def test_train_command_and_its_learning_curves(tiny_model, tmp_path):  # noqa: F
     page = (out / "report.html").read_text()
     assert "mixed-reward groups (train)" in page and page.count("<polyline") == 2
     for bad, message in [(["--loss-agg", "mean"], "unknown loss aggregation 'mean'"),
-                         (["--advantage", "nope"], "no advantage column 'nope'")]:  # fmt: skip
+                         (["--advantage", "nope"], "no advantage column 'nope'"),
+                         (["--action-format", "json"], "unknown action format 'json'"),
+                         (["--template", "jinja"], "unknown template 'jinja'")]:  # fmt: skip
         res = cli.invoke(app, [*args[:-1], str(tmp_path / bad[1]), *bad])
         assert res.exit_code == 2 and message in res.stderr, res.stderr
         assert "Traceback" not in res.stderr

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from treegym.cli_options import (
+    ActionFormatOpt,
     ConcurrencyOpt,
     ConfigOpt,
     EnvOpt,
@@ -21,6 +22,7 @@ from treegym.cli_options import (
     SeedOpt,
     TasksOpt,
     TemperatureOpt,
+    TemplateOpt,
     WorkersOpt,
     console,
     fail,
@@ -41,6 +43,8 @@ def train_command(
     model: Annotated[
         str | None, typer.Option(help="Initial weights when --policy is a server (vllm:URL).")
     ] = None,
+    template: TemplateOpt = None,
+    action_format: ActionFormatOpt = None,
     temperature: TemperatureOpt = None,
     max_new_tokens: MaxNewTokensOpt = None,
     seed: SeedOpt = None,
@@ -83,7 +87,8 @@ def train_command(
 
     overrides: dict[str, Any] = {
         "env": env, "tasks": tasks, "n_tasks": n_tasks, "sampler": sampler, "gate": gate,
-        "policy": policy, "temperature": temperature, "max_new_tokens": max_new_tokens,
+        "policy": policy, "template": template, "action_format": action_format,
+        "temperature": temperature, "max_new_tokens": max_new_tokens,
         "seed": seed, "concurrency": concurrency, "workers": workers,
     }  # fmt: skip
     update = {
