@@ -2,6 +2,7 @@
 
     python bench/run_all.py                      # full sizes (≈2.5 h on 2 CPU cores)
     python bench/run_all.py --size smoke --out /tmp/b   # tiny sizes: what CI runs
+    python bench/run_all.py --only engine_speed --merge  # re-measure one part, keep the rest
 
 Each bench module measures its arms side by side in one run and returns
 :class:`~bench_common.Section` tables whose headline figures are ratios of two arms measured in
@@ -33,6 +34,7 @@ MODULES = {
     "engine": "engine_prefix_cache",  # table 6
     "engine_speed": "engine_speed",  # tables 7 and 8
     "learning": "learning",  # tables 9 and 10 (hours at full size; resumable)
+    "router": "router",  # table 11 (many engines: sglang-router policies, client routing)
 }
 """Suite parts, in BENCHMARKS.md order: ``--only`` name -> bench module."""
 
@@ -53,10 +55,33 @@ def run(size: str, only: list[str]) -> tuple[list[Section], dict[str, float]]:
     return sections, seconds
 
 
-def write(sections: list[Section], seconds: dict[str, float], size: str, out: Path) -> Path:
-    """``out/BENCHMARKS.md`` plus ``out/bench/figures/<slug>.png`` per section."""
+def old_parts(path: Path) -> tuple[dict[str, str], dict[str, str]]:
+    """An existing BENCHMARKS.md as ``({section title: its markdown}, {anchor: headline})``,
+    for ``--merge``: the sections this invocation does not measure are kept as they were."""
+    if not path.is_file():
+        return {}, {}
+    blocks, headlines = {}, {}
+    for block in ("\n" + path.read_text()).split("\n## ")[1:]:
+        title, _, body = block.partition("\n")
+        if title == "Headlines":
+            for line in body.splitlines():
+                if line.startswith("* ") and "(#" in line:
+                    headlines[line.rsplit("(#", 1)[1].rstrip(")")] = line
+        else:
+            blocks[title] = f"## {title}\n{body.rstrip()}\n"
+    return blocks, headlines
+
+
+def write(
+    sections: list[Section], seconds: dict[str, float], size: str, out: Path, merge: bool = False
+) -> Path:
+    """``out/BENCHMARKS.md`` plus ``out/bench/figures/<slug>.png`` per section; with ``merge``
+    the sections of the existing file that were not measured now are kept (and their
+    headlines), the measured ones replace theirs in place or are appended."""
     figures = out / "bench" / "figures"
     figures.mkdir(parents=True, exist_ok=True)
+    path = out / "BENCHMARKS.md"
+    kept, kept_headlines = old_parts(path) if merge else ({}, {})
     host = machine()
     lines = [
         "# Benchmarks",
@@ -75,18 +100,30 @@ def write(sections: list[Section], seconds: dict[str, float], size: str, out: Pa
         "each sampler table gives its own measured time).",
         "",
     ]
-    headlines = [s for s in sections if s.headline]
-    if headlines:
-        lines += ["## Headlines", ""]
-        lines += [f"* {s.headline} ([table](#{anchor(s.title)}))" for s in headlines]
-        lines.append("")
-    for section in sections:
-        png = None
+    if merge:
+        lines[-2] += (
+            " Merged (`--merge`): only the parts above were measured in this invocation; the "
+            "other sections are kept from earlier runs, each with its own setting and date."
+        )
+    new = {s.title: s for s in sections}
+    titles = [*kept, *(t for t in new if t not in kept)]
+    bullets = []
+    for title in titles:
+        if title in new and new[title].headline:
+            bullets.append(f"* {new[title].headline} ([table](#{anchor(title)}))")
+        elif title not in new and anchor(title) in kept_headlines:
+            bullets.append(kept_headlines[anchor(title)])
+    if bullets:
+        lines += ["## Headlines", "", *bullets, ""]
+    for title in titles:
+        if title not in new:
+            lines.append(kept[title])
+            continue
+        section, png = new[title], None
         if section.chart is not None:
             png = f"bench/figures/{section.slug}.png"
             plot_chart(section.chart, section.title, out / png)
         lines.append(section.markdown(png))
-    path = out / "BENCHMARKS.md"
     path.write_text("\n".join(lines))
     return path
 
@@ -111,12 +148,16 @@ def main() -> None:
         "--saved-only", action="store_true",
         help="sampler tables from the repetitions already in bench/results (measure none)",
     )  # fmt: skip
+    ap.add_argument(
+        "--merge", action="store_true",
+        help="keep the sections of the existing BENCHMARKS.md that this run does not measure",
+    )  # fmt: skip
     args = ap.parse_args()
     if args.saved_only:
         os.environ["TREEGYM_BENCH_SAVED_ONLY"] = "1"
     only = [p for p in MODULES if p in args.only]
     sections, seconds = run(args.size, only)
-    path = write(sections, seconds, args.size, args.out)
+    path = write(sections, seconds, args.size, args.out, merge=args.merge)
     print(f"[bench] wrote {path} and {len([s for s in sections if s.chart])} figures")
 
 

@@ -68,3 +68,26 @@ def test_smoke_suite_writes_every_table_with_plots(tmp_path):
     # the learning part ran treegym train and wrote its learning curves
     assert list((tmp_path / "results").glob("learning-smoke/*/metrics.parquet"))
     assert list((tmp_path / "results").glob("learning-smoke/*/report.html"))
+
+
+def test_merge_keeps_the_sections_it_did_not_measure_and_replaces_the_others(tmp_path):
+    sys.path.insert(0, str(ROOT / "bench"))
+    import run_all
+    from bench_common import Section
+
+    def section(title: str, cell: str, headline: str = "") -> Section:
+        return Section(title.lower()[:3], title, "intro", ["a"], [[cell]], headline=headline)
+
+    first = [section("Alpha", "1", "alpha is 1"), section("Beta", "2", "beta is 2")]
+    run_all.write(first, {"alpha": 1.0, "beta": 1.0}, "smoke", tmp_path)
+    run_all.write([section("Beta", "3", "beta is 3"), section("Gamma", "4")], {"beta": 1.0},
+                  "smoke", tmp_path, merge=True)  # fmt: skip
+    text = (tmp_path / "BENCHMARKS.md").read_text()
+    headings = [line[3:] for line in text.splitlines() if line.startswith("## ")]
+    assert headings == ["Headlines", "Alpha", "Beta", "Gamma"]
+    assert _table(text, "Alpha")[1:] == [["1"]] and _table(text, "Beta")[1:] == [["3"]]
+    assert "* alpha is 1 ([table](#alpha))" in text and "* beta is 3 ([table](#beta))" in text
+    assert "beta is 2" not in text and "Merged (`--merge`)" in text
+    run_all.write([section("Beta", "5")], {"beta": 1.0}, "smoke", tmp_path)  # no merge
+    assert [ln for ln in (tmp_path / "BENCHMARKS.md").read_text().splitlines()
+            if ln.startswith("## ")] == ["## Beta"]  # fmt: skip
