@@ -49,14 +49,19 @@ class JSONClient:
             await self._session.close()
             self._session = None
 
-    async def get_json(self, url: str, timeout_s: float | None = None) -> Any:
-        """One GET (no retries: used for probes and info endpoints)."""
+    async def get_text(self, url: str, timeout_s: float | None = None) -> str:
+        """One GET (no retries: used for probes and info endpoints); the body, whatever it is
+        (``/health`` answers an empty body in SGLang, ``OK`` in sglang-router)."""
         timeout = aiohttp.ClientTimeout(total=timeout_s) if timeout_s else None
         async with self.session().get(url, timeout=timeout) as resp:
             text = await resp.text()
             if resp.status >= 400:
                 raise Refused(f"{url} answered HTTP {resp.status}: {text[:300]}", resp.status)
-            return _json(text, url)
+            return text
+
+    async def get_json(self, url: str, timeout_s: float | None = None) -> Any:
+        """:meth:`get_text`, parsed as JSON."""
+        return _json(await self.get_text(url, timeout_s), url)
 
     async def post(
         self, url: str, body: Any, *, want_json: bool = True, headers: dict | None = None

@@ -149,7 +149,7 @@ class SGLangPolicy(Policy):
         a warning for each server that says it ignores seeds or has no radix cache."""
         for url in self.urls:
             try:
-                await self.http.get_json(url + "/health", timeout_s=HEALTH_TIMEOUT_S)
+                await self.http.get_text(url + "/health", timeout_s=HEALTH_TIMEOUT_S)
                 await self.info(url, "model_info")
                 facts = await self._server_facts(url)
             except (PolicyError, aiohttp.ClientError, asyncio.TimeoutError) as exc:
@@ -160,7 +160,8 @@ class SGLangPolicy(Policy):
 
     async def _server_facts(self, url: str) -> list[tuple[str, dict]]:
         """``(url, /server_info)`` of the server, or of each worker a router lists in its
-        ``/workers`` (sglang-router's own server info says nothing about its workers)."""
+        ``/workers`` (sglang-router's own server info says nothing about its workers); a
+        router's URL is sent single requests from then on."""
         try:
             info = await self.info(url, "server_info")
         except Refused:
@@ -169,7 +170,10 @@ class SGLangPolicy(Policy):
         if "enable_deterministic_inference" in info:
             return [(url, info)]
         facts = []
-        for worker in await self._workers(url):
+        workers = await self._workers(url)
+        if workers:  # a router: it refuses batches (422), so never send it one
+            self._single_only.add(url)
+        for worker in workers:
             with_info = await self.info(worker, "server_info")
             facts.append((worker, with_info if isinstance(with_info, dict) else {}))
         return facts

@@ -321,6 +321,39 @@ def test_rids_and_negative_seeds_reach_the_workers_through_the_router(tiny_model
         assert isinstance(seed, int) and 0 <= seed < 2**63, seed
 
 
+def test_a_probed_router_is_never_sent_a_batch(tiny_model):  # noqa: F811
+    """``probe()`` finds a router by its ``/workers``: the client then sends only single
+    requests (no 422 round trip), so the router never sees a list ``rid``/``sampling_params``."""
+    engines = Engines(tiny_model, [])
+    tok = HFPolicy(tiny_model).tokenizer
+    root = _prompt(tok, "<|system|>x<|end|>\n<|user|>-= Hall =-<|end|>\n<|assistant|>")
+    bodies: list[dict] = []
+    try:
+        with launched_router(engines.urls, RECOMMENDED) as url:
+            client = SGLangPolicy(url, retries=1)
+            post = client.http.post
+
+            async def spy(target, body, *args, **kwargs):
+                bodies.append(body)
+                return await post(target, body, *args, **kwargs)
+
+            client.http.post = spy
+
+            async def run():
+                try:
+                    await client.probe()
+                    return await client.generate(_reqs(root, 3))
+                finally:
+                    await client.aclose()
+
+            results = asyncio.run(run())
+    finally:
+        engines.close()
+    assert len(results) == 3 and all(r.output_ids for r in results)
+    generate = [b for b in bodies if "input_ids" in b]
+    assert len(generate) == 3 and all(isinstance(b["input_ids"][0], int) for b in generate)
+
+
 def test_client_side_sticky_routing_over_a_list_of_urls(tiny_model, engines):  # noqa: F811
     tok = HFPolicy(tiny_model).tokenizer
     a = _prompt(tok, "<|system|>x<|end|>\n<|user|>-= Hall =-<|end|>\n<|assistant|>")
