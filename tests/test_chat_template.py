@@ -230,24 +230,29 @@ def test_cut_generations_end_with_the_end_token_at_mask_zero(tiny_policy, tmp_pa
     assert list(row.loss_mask) == mask  # fmt: skip
 
 
-def test_smollm2_plays_with_constrained_choice_and_logprobs_recompute(smollm2_path, tmp_path):  # noqa: F811
-    """The real model: every turn one admissible command (0 malformed), logprobs recomputed by
-    plain transformers under the same mask to 1e-4, transcripts equal apply_chat_template."""
+@pytest.mark.parametrize("name", list(SAMPLERS))
+def test_smollm2_plays_with_constrained_choice_and_logprobs_recompute(name, smollm2_path, tmp_path):  # noqa: F811
+    """The real model, every sampler (≈5 s each here): every turn one admissible
+    command (0 malformed), logprobs recomputed by plain transformers under the same mask to
+    1e-4, transcripts equal apply_chat_template at every turn."""
     policy = HFPolicy(smollm2_path, seed=0)
     try:
         template = ChatTemplate(policy.tokenizer, action_format=Choice())
-        run = collect(policy, template, build_sampler("chain", {"group_size": 2}),
-                      tmp_path / "smol", steps=3, max_new=12)  # fmt: skip
+        run = collect(policy, template, build_sampler(*SAMPLERS[name]), tmp_path / "smol",
+                      steps=3, max_new=12)  # fmt: skip
     finally:
         policy.engine.close()
     trees = run.trees()
     for tree in trees:
-        for node in tree.nodes[1:]:
-            assert node.action in node.parent.info["admissible_commands"]
-            assert node.parse_error is None and node.finish_reason == "stop"
-            assert tree.input_ids(node) == reference_ids(
-                policy.tokenizer, conversation(template, tree, node)
-            )
+        for leaf in tree.leaves():
+            for start, _, node in turns(tree, leaf):
+                if partial(node):
+                    continue
+                assert node.action in start.info["admissible_commands"]
+                assert node.parse_error is None and node.finish_reason == "stop"
+                assert tree.input_ids(node) == reference_ids(
+                    policy.tokenizer, conversation(template, tree, node)
+                )
     model = AutoModelForCausalLM.from_pretrained(smollm2_path, dtype=torch.float32).eval()
     check_samples(run, template, model, temperature=1.0)
     manifest = json.loads((tmp_path / "smol" / "manifest.json").read_text())
