@@ -22,6 +22,18 @@ from treegym.policies import ReActTemplate
 TABLE: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0, 0, 0])
 
 
+TIMING = ["run_id", "policy_s", "env_s", "restore_s", "snapshot_s", "restores"]
+"""Node columns that depend on timing, not on the data: seconds, and ``restores`` (whether a
+worker's env is already at a node's parent state depends on which sibling stepped first)."""
+
+
+def canonical(run) -> tuple[str, str]:
+    """A run's rows without :data:`TIMING`, in a fixed order: equal for runs with the same data."""
+    nodes = run.nodes.drop(columns=TIMING).sort_values(["task_id", "tree_index", "node_id"])
+    samples = run.samples.drop(columns=["run_id"]).sort_values("sample_id")
+    return nodes.to_json(orient="records"), samples.to_json(orient="records")
+
+
 def rows_in_memory(results: Iterable) -> dict[str, int]:
     """Rows a run folder must hold per task for these ``TaskResult``s: one ``nodes`` row per
     node of every tree and one ``samples`` row per training leaf."""

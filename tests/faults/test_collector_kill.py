@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from tests.faults.conftest import record, rows_on_disk
+from tests.faults.conftest import canonical, record, rows_on_disk
 from treegym.cli import app
 from treegym.harness import load_run
 from treegym.harness.export import FINALIZING, part_paths
@@ -27,13 +27,6 @@ ROOT = Path(__file__).resolve().parents[2]
 N_TASKS = 30
 ARGS = ["--env", "treegym/ToyRooms-v0", "-k", "max_episode_steps=8", "--policy",
         "scripted:expert:0.5", "--workers", "0", "--quiet", "--n-tasks", str(N_TASKS)]  # fmt: skip
-TIMING = ["run_id", "policy_s", "env_s", "restore_s", "snapshot_s"]
-
-
-def _canonical(run) -> tuple[str, str]:
-    nodes = run.nodes.drop(columns=TIMING).sort_values(["task_id", "tree_index", "node_id"])
-    samples = run.samples.drop(columns=["run_id"]).sort_values("sample_id")
-    return nodes.to_json(orient="records"), samples.to_json(orient="records")
 
 
 def _ledger_lines(run: Path) -> int:
@@ -87,7 +80,7 @@ def test_killed_collector_resumes_to_exactly_the_unfaulted_run(tmp_path, unfault
     assert sorted(resumed.task_ids) == sorted(unfaulted.task_ids)
     assert not resumed.samples.sample_id.duplicated().any()
     assert not resumed.nodes.duplicated(["task_id", "tree_index", "node_id"]).any()
-    assert _canonical(resumed) == _canonical(unfaulted)
+    assert canonical(resumed) == canonical(unfaulted)
     ledger = [json.loads(x) for x in (run / "ledger.jsonl").read_text().splitlines()]
     assert sorted(e["task_id"] for e in ledger) == sorted(unfaulted.task_ids)
     expected, found = rows_on_disk(unfaulted), rows_on_disk(resumed)
@@ -157,7 +150,7 @@ def test_collector_killed_inside_a_write_resumes_to_the_unfaulted_run(tmp_path, 
     assert res.exit_code == 0, res.stdout + res.stderr
     resumed = load_run(run)
     expected, found = rows_on_disk(unfaulted), rows_on_disk(resumed)
-    same = _canonical(resumed) == _canonical(unfaulted)
+    same = canonical(resumed) == canonical(unfaulted)
     record(f"collector SIGKILL in {point.partition('@')[0]} + --resume",
            ok=resumed.complete and same, expected=expected, found=found)  # fmt: skip
     assert resumed.complete and same

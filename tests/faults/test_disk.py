@@ -14,11 +14,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from tests.faults.conftest import record, rows_on_disk
+from tests.faults.conftest import canonical, record, rows_on_disk
 from tests.faults.test_collector_kill import (
     ARGS,
     N_TASKS,
-    _canonical,
     _ledger_lines,
     start_paused,
     unfaulted,  # noqa: F401 - fixture
@@ -53,7 +52,7 @@ def _check_partial_and_resume(run: Path, unfaulted_run, fault: str) -> None:
     assert res.exit_code == 0, res.stdout + res.stderr
     resumed = load_run(run)
     expected, found = rows_on_disk(unfaulted_run), rows_on_disk(resumed)
-    same = _canonical(resumed) == _canonical(unfaulted_run)
+    same = canonical(resumed) == canonical(unfaulted_run)
     record(fault, ok=resumed.complete and same, expected=expected, found=found)
     assert resumed.complete and sorted(resumed.task_ids) == sorted(unfaulted_run.task_ids)
     assert same and found == expected

@@ -12,13 +12,12 @@ import sys
 import time
 from pathlib import Path
 
-from tests.faults.conftest import record, rows_on_disk
+from tests.faults.conftest import canonical, record, rows_on_disk
 from treegym.harness import load_run
 from treegym.harness.export import read_ledger
 
 ROOT = Path(__file__).resolve().parents[2]
 N_TASKS = 24
-TIMING = ["run_id", "policy_s", "env_s", "restore_s", "snapshot_s"]
 SCRIPT = f"""
 import asyncio, sys
 from transformers import AutoTokenizer
@@ -46,12 +45,6 @@ def _collect(out: Path, mode: str, log: Path, env: dict | None = None) -> subpro
         return subprocess.Popen([sys.executable, "-c", SCRIPT, str(out), mode], cwd=ROOT,
                                 env={**os.environ, **(env or {})}, stdout=fh,
                                 stderr=subprocess.STDOUT)  # fmt: skip
-
-
-def _canonical(run) -> tuple[str, str]:
-    nodes = run.nodes.drop(columns=TIMING).sort_values(["task_id", "tree_index", "node_id"])
-    samples = run.samples.drop(columns=["run_id"]).sort_values("sample_id")
-    return nodes.to_json(orient="records"), samples.to_json(orient="records")
 
 
 def _acked(log: Path) -> list[str]:
@@ -86,7 +79,7 @@ def test_sigkill_inside_a_group_commit_loses_nothing_acknowledged(tmp_path):
     resumed = load_run(run)
     assert not set(acked) & set(_acked(tmp_path / "resume.log"))  # nothing acked is redone
     expected, found = rows_on_disk(unfaulted), rows_on_disk(resumed)
-    same = resumed.complete and _canonical(resumed) == _canonical(unfaulted)
+    same = resumed.complete and canonical(resumed) == canonical(unfaulted)
     record("collector SIGKILL in group-commit + --resume", ok=same, expected=expected,
            found=found)  # fmt: skip
     assert same and found == expected

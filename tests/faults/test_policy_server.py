@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from aiohttp import web
 
-from tests.faults.conftest import record, rows_in_memory, rows_on_disk
+from tests.faults.conftest import TIMING, record, rows_in_memory, rows_on_disk
 from tests.policy_fixtures import faulty_generate_app, serve_app, tiny_model  # noqa: F401
 from treegym.harness import ChainSampler, InProcessExecutor, Runner, Task, load_run
 from treegym.harness.collect import collect
@@ -22,7 +22,6 @@ from treegym.policies.server import make_app
 from treegym.policies.sglang import SGLangPolicy
 
 TASKS = [Task(f"toy-{i}", {"task": i}, seed=i) for i in range(4)]
-TIMING = ["run_id", "policy_s", "env_s", "restore_s", "snapshot_s"]
 
 
 def _faulty_app(real: web.Application, plan):
