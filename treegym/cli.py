@@ -304,9 +304,10 @@ def collect_command(
 ) -> None:
     """Collect tree rollouts into a run folder (parquet), with live progress and a summary.
 
-    With no arguments: 4 held-out games of the embedded model's tw-cooking family, the
-    Tree-GRPO sampler in its published setting (M=2 N=2 L=1 K=3), the embedded model, into
-    runs/<timestamp> (about a minute on 2 CPU cores). Exit code 2: refused before the run
+    With no arguments: 4 held-out TextWorld tasks of the embedded model's mix (tw-cooking,
+    tw-coin_collector, tw-treasure_hunter), the Tree-GRPO sampler in its published setting
+    (M=2 N=2 L=1 K=3), the embedded model, into runs/<timestamp> (well under a minute on 2
+    CPU cores). Exit code 2: refused before the run
     (bad input, a policy that does not answer); 1: every task or branch failed.
     """
     from treegym.collect_job import run_collect
