@@ -89,18 +89,24 @@ def _line_with(proc: subprocess.Popen, text: str, timeout_s: float = 120) -> str
         timer.cancel()
 
 
-def test_sigterm_to_serve_stops_the_sglang_child(tmp_path):
+def _start_serve(tmp_path: Path, *extra: str, stderr: int) -> tuple[subprocess.Popen, Path]:
+    """``treegym serve --engine sglang`` with the stand-in on PYTHONPATH; (process, pid file)."""
     pkg = tmp_path / "sglang"
-    pkg.mkdir()
+    pkg.mkdir(parents=True, exist_ok=True)
     (pkg / "__init__.py").write_text("")
     (pkg / "launch_server.py").write_text(STAND_IN)
     pid_file = tmp_path / "child.pid"
     env = {**os.environ, "PYTHONPATH": str(tmp_path), "PID_FILE": str(pid_file)}
     cli = Path(sys.executable).with_name("treegym")
     proc = subprocess.Popen(
-        [str(cli), "serve", "--engine", "sglang", "--port", str(free_port())],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        [str(cli), "serve", "--engine", "sglang", "--port", str(free_port()), *extra],
+        env=env, stdout=subprocess.PIPE, stderr=stderr, text=True,
     )  # fmt: skip
+    return proc, pid_file
+
+
+def test_sigterm_to_serve_stops_the_sglang_child(tmp_path):
+    proc, pid_file = _start_serve(tmp_path, stderr=subprocess.STDOUT)
     try:
         assert "SGLang serving" in _line_with(proc, "SGLang serving")
         child = int(pid_file.read_text())
@@ -144,17 +150,7 @@ def test_a_server_that_dies_while_starting_is_named_with_its_last_log_lines(tmp_
 
 def _serve_stand_in(tmp_path: Path, *extra: str) -> tuple[list[str], str]:
     """``treegym serve --engine sglang`` with the stand-in: the argv SGLang got, serve's line."""
-    pkg = tmp_path / "sglang"
-    pkg.mkdir(parents=True, exist_ok=True)
-    (pkg / "__init__.py").write_text("")
-    (pkg / "launch_server.py").write_text(STAND_IN)
-    pid_file = tmp_path / "child.pid"
-    env = {**os.environ, "PYTHONPATH": str(tmp_path), "PID_FILE": str(pid_file)}
-    cli = Path(sys.executable).with_name("treegym")
-    proc = subprocess.Popen(
-        [str(cli), "serve", "--engine", "sglang", "--port", str(free_port()), *extra],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-    )  # fmt: skip
+    proc, pid_file = _start_serve(tmp_path, *extra, stderr=subprocess.DEVNULL)
     try:
         line = _line_with(proc, "SGLang serving")
         return json.loads(Path(str(pid_file) + ".argv").read_text()), line
