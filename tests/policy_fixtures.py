@@ -116,6 +116,23 @@ async def _client_gone(request, limit_s: float = 300.0) -> None:
         await asyncio.sleep(0.01)
 
 
+def with_generate(real, generate):
+    """A copy of the app ``real`` whose ``/generate`` is ``generate(request, real_generate)``
+    (``real_generate``: the real server's handler); every other route (/health, /model_info,
+    ...) is the real server's."""
+    from aiohttp import web
+
+    real_generate = next(
+        r.handler for r in real.router.routes() if r.resource.canonical == "/generate"
+    )
+    app = web.Application()
+    for route in real.router.routes():
+        if route.resource.canonical != "/generate":
+            app.router.add_route(route.method, route.resource.canonical, route.handler)
+    app.router.add_post("/generate", lambda request: generate(request, real_generate))
+    return app
+
+
 def faulty_generate_app(real, plan, hang_s: float | None = 3.0):
     """An app whose ``/generate`` asks ``plan(n)`` what the n-th call gets — ``None`` (the real
     server's answer) or a fault: ``"5xx"``, ``"hang"`` (sleeps ``hang_s``, then 504; with
@@ -128,11 +145,8 @@ def faulty_generate_app(real, plan, hang_s: float | None = 3.0):
     from aiohttp import web
 
     counter, calls = itertools.count(1), []
-    real_generate = next(
-        r.handler for r in real.router.routes() if r.resource.canonical == "/generate"
-    )
 
-    async def generate(request):
+    async def generate(request, real_generate):
         n = next(counter)
         calls.append(n)
         mode = plan(n)
@@ -151,9 +165,4 @@ def faulty_generate_app(real, plan, hang_s: float | None = 3.0):
             return web.Response(text="")
         return await real_generate(request)
 
-    app = web.Application()
-    for route in real.router.routes():  # /health, /model_info, ...: the real server answers
-        if route.resource.canonical != "/generate":
-            app.router.add_route(route.method, route.resource.canonical, route.handler)
-    app.router.add_post("/generate", generate)
-    return app, calls
+    return with_generate(real, generate), calls

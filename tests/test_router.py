@@ -21,7 +21,7 @@ import urllib.request
 import pytest
 from aiohttp import web
 
-from tests.policy_fixtures import ServerThread, free_port, tiny_model  # noqa: F401 - fixture
+from tests.policy_fixtures import ServerThread, free_port, tiny_model, with_generate  # noqa: F401 - fixture
 from treegym.policies import GenerateRequest, PolicyError, SamplingParams
 from treegym.policies.hf import HFPolicy
 from treegym.policies.server import make_app
@@ -66,20 +66,14 @@ class Engines:
 def _recording(real: web.Application, seen: list[dict], gate=None) -> web.Application:
     """``real`` with every /generate body recorded before ``real`` answers it (once ``gate``, a
     ``threading.Event``, is set)."""
-    handler = next(r.handler for r in real.router.routes() if r.resource.canonical == "/generate")
 
-    async def generate(request):
+    async def generate(request, real_generate):
         seen.append(await request.json())
         while gate is not None and not gate.is_set():
             await asyncio.sleep(0.005)
-        return await handler(request)
+        return await real_generate(request)
 
-    app = web.Application()
-    for route in real.router.routes():
-        if route.resource.canonical != "/generate":
-            app.router.add_route(route.method, route.resource.canonical, route.handler)
-    app.router.add_post("/generate", generate)
-    return app
+    return with_generate(real, generate)
 
 
 @pytest.fixture

@@ -17,6 +17,7 @@ from tests.policy_fixtures import (  # noqa: F401 - fixtures
     free_port,
     serve_app,
     tiny_model,
+    with_generate,
 )
 from treegym.policies import GenerateRequest, PolicyError, SamplingParams
 from treegym.policies.hf import HFPolicy
@@ -196,20 +197,12 @@ def test_server_updates_weights_from_disk_like_sglang(tiny_model, serve_app, tmp
 def _recording_app(real: web.Application) -> tuple[web.Application, list]:
     """``real`` with every /generate body and its headers recorded before ``real`` answers."""
     seen: list = []
-    real_generate = next(
-        r.handler for r in real.router.routes() if r.resource.canonical == "/generate"
-    )
 
-    async def generate(request):
+    async def generate(request, real_generate):
         seen.append((await request.json(), dict(request.headers)))
         return await real_generate(request)
 
-    app = web.Application()
-    for route in real.router.routes():
-        if route.resource.canonical != "/generate":
-            app.router.add_route(route.method, route.resource.canonical, route.handler)
-    app.router.add_post("/generate", generate)
-    return app, seen
+    return with_generate(real, generate), seen
 
 
 def test_every_request_carries_a_seed_sglang_and_its_router_accept(tiny_model, serve_app):  # noqa: F811
