@@ -14,6 +14,10 @@ A format parses the text of one assistant turn (end-of-turn token removed) into
   env's admissible commands followed by the end-of-turn token (see ``constraint.py``), so the
   whole turn is the action and no finished turn is malformed; a turn cut by ``max_new_tokens``
   before its end token is malformed (an unfinished command).
+* ``react-choice`` — *constrained* ReAct: one free line (the thought, any text but a line
+  break), then ``Action: `` and one of the admissible commands, then the end token. The model
+  thinks in its own words and cannot name a command the env would refuse (an ALFWorld
+  receptacle that is not in the room); parsed as ``action``.
 
 Each format also says, in one sentence, what the system prompt asks the model to write.
 """
@@ -25,7 +29,7 @@ import re
 from dataclasses import dataclass
 
 MALFORMED_ACTION = "[malformed action]"
-FORMS = "action, tags, tags:NAME[,NAME...], regex:PATTERN, choice"
+FORMS = "action, tags, tags:NAME[,NAME...], regex:PATTERN, choice, react-choice"
 
 
 class ActionFormatError(ValueError):
@@ -37,6 +41,9 @@ class ActionFormat(abc.ABC):
 
     constrained: bool = False
     """True when the engine must constrain decoding to the admissible commands."""
+    free_line_marker: str | None = None
+    """Constrained formats with a free first line: the text between that line's break and the
+    command (``react-choice``: ``"Action: "``); ``None``: the turn is the command."""
 
     @property
     @abc.abstractmethod
@@ -178,6 +185,18 @@ class Choice(ActionFormat):
         return action, None
 
 
+@dataclass(frozen=True)
+class ReActChoice(ActionLine):
+    """``Thought: …`` freely, then ``Action: <admissible command>`` constrained."""
+
+    constrained = True
+    free_line_marker = "Action: "
+
+    @property
+    def spec(self) -> str:
+        return "react-choice"
+
+
 def parse_action_format(spec: str) -> ActionFormat:
     """The format named by an ``--action-format`` value (see the module docstring)."""
     kind, colon, rest = spec.partition(":")
@@ -185,6 +204,8 @@ def parse_action_format(spec: str) -> ActionFormat:
         return ActionLine()
     if spec == "choice":
         return Choice()
+    if spec == "react-choice":
+        return ReActChoice()
     if kind == "tags":
         return Tags(tuple(n.strip() for n in rest.split(","))) if colon else Tags()
     if kind == "regex" and colon:

@@ -2,9 +2,10 @@
 
 A :class:`~treegym.policies.protocol.ChoiceConstraint` lists the token sequences a turn may
 still write (each admissible command's ids, then the end-of-turn token). :class:`ChoiceCursor`
-walks a token trie of them: at each step only the children of the current trie node are
-allowed, every other logit is set to ``-inf`` before sampling (:func:`mask_logits`), and the
-turn is complete when a leaf is reached. So the engine samples exactly the distribution
+walks a token trie of them (after a free first line, when the constraint has one): at each
+step only the children of the current trie node are allowed, every other logit is set to
+``-inf`` before sampling (:func:`mask_logits`), and the turn is complete when a leaf is
+reached. So the engine samples exactly the distribution
 "the model, renormalised over what can still spell an admissible command", and the logprob it
 reports for a token is under that masked, temperature-scaled distribution.
 
@@ -36,20 +37,34 @@ def build_trie(choices: Sequence[Sequence[int]]) -> _Trie:
 
 
 class ChoiceCursor:
-    """Where a constrained request is in its trie."""
+    """Where a constrained request is in its trie (or in its free first line, before it)."""
 
     def __init__(self, constraint: ChoiceConstraint) -> None:
-        self.node = build_trie(constraint.choices)
+        self.trie = build_trie(constraint.choices)
+        self.line_break = constraint.free_line_break
+        self.banned = list(constraint.free_line_banned)
+        self.node: _Trie | None = self.trie if self.line_break is None else None
+
+    @property
+    def in_free_line(self) -> bool:
+        return self.node is None
 
     def allowed(self) -> list[int]:
-        return list(self.node)
+        """The tokens allowed next (in the free line: see :attr:`banned` instead)."""
+        return [] if self.node is None else list(self.node)
 
     @property
     def complete(self) -> bool:
         """The turn spelled a whole choice (nothing more may follow)."""
-        return not self.node
+        return self.node is not None and not self.node
 
     def advance(self, token: int) -> None:
+        if self.node is None:
+            if token == self.line_break:
+                self.node = self.trie
+            elif token in self.banned:
+                raise ValueError(f"token {token} is not allowed in the constraint's free line")
+            return
         if token not in self.node:
             raise ValueError(f"token {token} is not allowed by the choice constraint here")
         self.node = self.node[token]
@@ -63,8 +78,12 @@ def mask_logits(logits: torch.Tensor, cursors: Sequence[ChoiceCursor | None]) ->
         return logits
     keep = torch.ones(logits.shape, dtype=torch.bool, device=logits.device)
     for b in rows:
-        keep[b] = False
-        keep[b, cursors[b].allowed()] = True  # type: ignore[union-attr]
+        cursor = cursors[b]
+        if cursor.in_free_line:  # type: ignore[union-attr]
+            keep[b, cursor.banned] = False  # type: ignore[union-attr]
+        else:
+            keep[b] = False
+            keep[b, cursor.allowed()] = True  # type: ignore[union-attr]
     return logits.masked_fill(~keep, float("-inf"))
 
 

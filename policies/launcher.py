@@ -183,8 +183,20 @@ def vllm_command(python: str, model: str, host: str, port: int,
     """vLLM's OpenAI server with treegym's flags; ``extra`` (user flags) come last. On a CPU
     the model runs in float32 unless ``extra`` says otherwise."""
     dtype = [] if "--dtype" in extra else ["--dtype", "float32"]
+    chunked = any(f.startswith(("--enable-chunked-prefill", "--no-enable-chunked")) for f in extra)
+    whole_prefills = [] if chunked else [WHOLE_PREFILLS]
     return [python, "-m", "vllm.entrypoints.openai.api_server", "--model", model,
-            "--host", host, "--port", str(port), *dtype, *VLLM_FLAGS, *extra]  # fmt: skip
+            "--host", host, "--port", str(port), *dtype, *VLLM_FLAGS, *whole_prefills,
+            *extra]  # fmt: skip
+
+
+WHOLE_PREFILLS = "--no-enable-chunked-prefill"
+"""vLLM 0.32 on the CPU dies (``RuntimeError: CPU Generator does not use offset``, the whole
+engine down) when a seeded request's prefill is split over steps: ``_bookkeeping_sync``
+rewinds the seeded generator of a partial prefill, which a CPU generator cannot do. Every
+treegym request carries a seed, so 32 prompts of 400 tokens sent at once kill a default
+server (measured); with whole prefills they do not. ``--enable-chunked-prefill`` in the
+user's flags turns it back on."""
 
 
 def vllm_env() -> dict[str, str]:

@@ -112,12 +112,22 @@ class ChoiceConstraint:
     Logprobs are under the masked distribution each engine sampled from (disallowed tokens
     removed, then temperature-scaled softmax): :func:`treegym.policies.constraint.masked_logprobs`
     recomputes HFPolicy's from a model's logits and these choices.
+
+    With ``free_line_break`` set (``--action-format react-choice``) the turn first writes one
+    free line (a thought): any tokens but ``free_line_banned`` (the end token and every token
+    holding a line break), ended by the ``free_line_break`` token; the choices follow it
+    (``Action: <command>`` and the end token). SGLang and vLLM get the same as text:
+    ``[^\n]*`` then a line break then one of ``texts``.
     """
 
     choices: tuple[tuple[int, ...], ...]
     """Token ids of each allowed continuation, each ending with the end-of-turn token."""
     texts: tuple[str, ...]
     """The same continuations as text, without the end token (for text-level constraints)."""
+    free_line_break: int | None = None
+    """The line-break token that ends a free first line (``None``: no free line)."""
+    free_line_banned: tuple[int, ...] = ()
+    """Tokens the free line may not use (sorted; the end token and other line breaks)."""
 
     def __post_init__(self) -> None:
         if not self.choices or len(self.choices) != len(self.texts):

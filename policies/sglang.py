@@ -56,7 +56,14 @@ from typing import Any
 import aiohttp
 
 from .http import JSONClient, Refused, Unreachable
-from .protocol import GenerateRequest, GenerateResult, Policy, PolicyError, logprob_or_nan
+from .protocol import (
+    ChoiceConstraint,
+    GenerateRequest,
+    GenerateResult,
+    Policy,
+    PolicyError,
+    logprob_or_nan,
+)
 from .sticky_routes import StickyRoutes
 
 _FINISH = {"stop": "stop", "length": "length", "abort": "abort"}
@@ -83,8 +90,17 @@ def sampling_params(req: GenerateRequest) -> dict[str, Any]:
     out = req.sampling.to_sglang()
     out["sampling_seed"] = wire_seed(req.sampling.seed)
     if req.constraint is not None:
-        out["ebnf"] = "root ::= " + " | ".join(_ebnf_string(t) for t in req.constraint.texts)
+        out["ebnf"] = ebnf(req.constraint)
     return out
+
+
+def ebnf(constraint: ChoiceConstraint) -> str:
+    """The constraint as an EBNF grammar: one alternative per text, after a free line when
+    the constraint has one (``[^\\n]*`` and a line break)."""
+    choices = " | ".join(_ebnf_string(t) for t in constraint.texts)
+    if constraint.free_line_break is None:
+        return "root ::= " + choices
+    return f'root ::= [^\\n]* "\\n" ( {choices} )'
 
 
 def _ebnf_string(text: str) -> str:

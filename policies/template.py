@@ -19,6 +19,7 @@ The action format (``actions.py``) reads each turn; a constrained format makes
 from __future__ import annotations
 
 import abc
+import functools
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -137,23 +138,64 @@ class Template(abc.ABC):
         if not self.action_format.constrained:
             return None
         self.require_admissible(admissible)
-        done = tuple(done)
+        done, marker = tuple(done), self.action_format.free_line_marker
+        line_break = None if marker is None else self.line_break_id
+        in_free_line = line_break is not None and line_break not in done
+        if line_break is not None:  # a cut turn continues its free line, or what follows it
+            done = () if in_free_line else done[done.index(line_break) + 1 :]
         choices = []
         for command in dict.fromkeys(admissible):
-            ids = (*self.command_ids(command), self.end_id)
+            ids = (
+                *(
+                    self.command_ids(command)
+                    if marker is None
+                    else self.after_break(marker + command)
+                ),
+                self.end_id,
+            )
             if len(ids) > len(done) and ids[: len(done)] == done:
                 choices.append(ids[len(done) :])
         if not choices:
             raise TemplateError(
                 f"the turn so far ({self.decode(done)!r}) starts no admissible command"
             )
-        return ChoiceConstraint(tuple(choices), tuple(self.decode(c[:-1]) for c in choices))
+        texts = tuple(self.decode(c[:-1]) for c in choices)
+        if not in_free_line:
+            return ChoiceConstraint(tuple(choices), texts)
+        return ChoiceConstraint(tuple(choices), texts, line_break, self.free_line_banned)
+
+    @functools.cached_property
+    def line_break_id(self) -> int:
+        """The token of a lone ``"\n"`` (``react-choice`` ends its free line with it)."""
+        ids = self.encode("\n")
+        if len(ids) != 1:
+            raise TemplateError(
+                f"--action-format {self.action_format.spec} needs a tokenizer with a single "
+                f"line-break token, and this one writes '\\n' as {len(ids)} tokens"
+            )
+        return ids[0]
+
+    def after_break(self, text: str) -> tuple[int, ...]:
+        """The ids of ``text`` as it follows the free line's break."""
+        ids = self.encode("\n" + text)
+        if ids[:1] != [self.line_break_id]:
+            raise TemplateError(f"the tokenizer merges the line break into {text!r}")
+        return tuple(ids[1:])
+
+    @functools.cached_property
+    def free_line_banned(self) -> tuple[int, ...]:
+        """The end token and every token but the lone break holding a line break: the free line
+        is one line, as SGLang's and vLLM's ``[^\n]*`` are."""
+        vocab = len(self.tokenizer)
+        breaks = [i for i in range(vocab) if "\n" in self.decode([i]) and i != self.line_break_id]
+        return tuple(sorted({self.end_id, *breaks}))
 
     def require_admissible(self, admissible: Sequence[str] | None) -> None:
         """Refuse an observation without commands when the format chooses among them."""
         if self.action_format.constrained and not admissible:
             raise TemplateError(
-                "--action-format choice needs the env's admissible commands, and this "
+                f"--action-format {self.action_format.spec} needs the env's admissible "
+                "commands, and this "
                 "observation lists none (info['admissible_commands'] is empty); use an env that "
                 "lists them, or --action-format action|tags|regex:PATTERN"
             )

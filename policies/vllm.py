@@ -32,6 +32,7 @@ with ``reload_weights(weights_path=...)``, ``/reset_prefix_cache``, ``/update_we
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -40,7 +41,14 @@ from typing import Any
 import aiohttp
 
 from .http import JSONClient, Refused
-from .protocol import GenerateRequest, GenerateResult, Policy, PolicyError, logprob_or_nan
+from .protocol import (
+    ChoiceConstraint,
+    GenerateRequest,
+    GenerateResult,
+    Policy,
+    PolicyError,
+    logprob_or_nan,
+)
 
 
 class VLLMPolicy(Policy):
@@ -96,7 +104,7 @@ class VLLMPolicy(Policy):
         if sp.ignore_eos:
             body["ignore_eos"] = True
         if req.constraint is not None:
-            body["structured_outputs"] = {"choice": list(req.constraint.texts)}
+            body["structured_outputs"] = structured_outputs(req.constraint)
         return body
 
     async def _one(self, req: GenerateRequest) -> GenerateResult:
@@ -173,3 +181,15 @@ def _check_reloadable(path: Path) -> None:
             "place (the tied lm_head keeps the old weights): restart the vLLM server on the new "
             "checkpoint, or train with tie_word_embeddings=false"
         )
+
+
+_REGEX_SPECIAL = re.compile(r"([.^$*+?()\[\]{}|\\])")
+
+
+def structured_outputs(constraint: ChoiceConstraint) -> dict[str, Any]:
+    """vLLM's ``structured_outputs`` of a constraint: ``choice`` among its texts, or, after a
+    free line, a ``regex`` (``[^\\n]*``, a line break, then one of the texts)."""
+    if constraint.free_line_break is None:
+        return {"choice": list(constraint.texts)}
+    choices = "|".join(_REGEX_SPECIAL.sub(r"\\\1", t) for t in constraint.texts)
+    return {"regex": f"[^\\n]*\\n({choices})"}

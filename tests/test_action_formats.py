@@ -16,6 +16,7 @@ from treegym.policies.actions import (
     ActionFormatError,
     ActionLine,
     Choice,
+    ReActChoice,
     Regex,
     Tags,
     parse_action_format,
@@ -41,6 +42,7 @@ from treegym.policies.protocol import ChoiceConstraint, GenerateRequest
         ("regex:(?P<verb>go) (?P<action>\\w+)", "go east", "east", None),
         ("regex:Command: (.+)", "look", MALFORMED_ACTION, "no match of 'Command: (.+)' in the"),
         ("choice", " take key ", "take key", None),
+        ("react-choice", "Thought: hm\nAction: go east", "go east", None),
     ],
 )  # fmt: skip
 def test_formats_parse(spec, text, action, error):
@@ -50,7 +52,8 @@ def test_formats_parse(spec, text, action, error):
 
 
 def test_format_specs_round_trip_and_bad_specs():
-    for spec in ("action", "tags", "tags:search,answer", "regex:A: (.*)", "choice"):
+    for spec in ("action", "tags", "tags:search,answer", "regex:A: (.*)", "choice",
+                 "react-choice"):  # fmt: skip
         assert parse_action_format(spec).spec == spec
     assert Choice().parse("take ke", finished=False) == (
         MALFORMED_ACTION, "the generation was cut before the command ended")  # fmt: skip
@@ -79,6 +82,49 @@ def test_mask_allows_only_what_can_still_spell_a_choice():
         cursor.advance(9)
     lp = masked_logprobs(torch.zeros(3, 10), (5, 6, 9), constraint)
     assert torch.allclose(lp, torch.log(torch.tensor([0.5, 0.5, 1.0])))
+
+
+def test_free_line_then_choices():
+    """A free first line: anything but the banned tokens, until the line break; then the trie."""
+    constraint = ChoiceConstraint(((5, 9), (6, 9)), ("a", "b"), free_line_break=3,
+                                  free_line_banned=(4, 9))  # fmt: skip
+    cursor = ChoiceCursor(constraint)
+    masked = mask_logits(torch.zeros(1, 10), [cursor])[0]
+    assert torch.isinf(masked).nonzero().flatten().tolist() == [4, 9]
+    cursor.advance(7)
+    assert cursor.in_free_line and not cursor.complete
+    with pytest.raises(ValueError, match="not allowed in the constraint's free line"):
+        cursor.advance(9)
+    cursor.advance(3)
+    assert sorted(cursor.allowed()) == [5, 6]
+    cursor.advance(6)
+    cursor.advance(9)
+    assert cursor.complete
+    lp = masked_logprobs(torch.zeros(4, 10), (7, 3, 5, 9), constraint)
+    assert torch.allclose(lp, torch.log(torch.tensor([1 / 8, 1 / 8, 1 / 2, 1.0])))
+
+
+def test_react_choice_constraint_follows_a_cut_turn():
+    """The template's react-choice constraint: free while the cut turn is in its first line,
+    the matching commands' rest (no free line) once the turn is past its line break."""
+    from transformers import AutoTokenizer
+
+    from treegym.policies.embedded import embedded_model_path
+    from treegym.policies.react import ReActTemplate
+
+    tokenizer = AutoTokenizer.from_pretrained(embedded_model_path())
+    template = ReActTemplate(tokenizer, action_format=ReActChoice())
+    commands = ["go to drawer 1", "go to desk 2", "open drawer 1"]
+    fresh = template.constraint(commands)
+    assert fresh.free_line_break == template.line_break_id
+    assert template.end_id in fresh.free_line_banned
+    assert template.line_break_id not in fresh.free_line_banned
+    assert fresh.texts == tuple(f"Action: {c}" for c in commands)
+    thought = template.encode("Thought: I need the drawer")
+    assert template.constraint(commands, thought) == fresh
+    past = template.constraint(commands, [*thought, template.line_break_id,
+                                          *template.encode("Action: go to")])  # fmt: skip
+    assert past.free_line_break is None and past.texts == (" drawer 1", " desk 2")
 
 
 def test_engine_samples_only_choices_and_reports_masked_logprobs(tiny_chat_model):  # noqa: F811
@@ -111,6 +157,40 @@ def test_engine_samples_only_choices_and_reports_masked_logprobs(tiny_chat_model
         assert torch.allclose(torch.tensor(res.logprobs), expect, atol=1e-4)
 
 
+def test_embedded_model_thinks_then_picks_an_admissible_command():
+    """HFPolicy under react-choice, the shipped model at T=1: each turn is one free line, then
+    ``Action:`` and an admissible command (including the hidden go-to ones), then the end
+    token; the reported logprobs are the masked distribution's."""
+    from treegym.policies.embedded import embedded_model_path
+    from treegym.policies.react import ReActTemplate
+
+    path = embedded_model_path()
+    policy = HFPolicy(path, seed=0)
+    try:
+        template = ReActTemplate.for_model(policy.tokenizer, path, ReActChoice())
+        commands = ["go to cabinet 1", "go to countertop 1", "go to fridge 1", "inventory"]
+        obs = ("You are in the middle of a room. Looking quickly around you, you see a cabinet "
+               "1, a countertop 1, and a fridge 1.\n\nYour task is to: put a cool apple in "
+               "cabinet.")  # fmt: skip
+        prompt = tuple(template.prompt_ids(obs, commands))
+        constraint = template.constraint(commands)
+        requests = [GenerateRequest(prompt, SamplingParams(max_new_tokens=48, seed=s,
+                                                           stop_token_ids=(template.end_id,)),
+                                    constraint=constraint) for s in range(8)]  # fmt: skip
+        results = policy.generate_sync(requests)
+        model = policy.model
+        for res in results:
+            reading = template.read(res)
+            assert res.finish_reason == "stop" and reading.action in commands, reading.text
+            assert reading.text.count("\n") == 1
+            with torch.no_grad():
+                logits = model(torch.tensor([[*prompt, *res.output_ids]])).logits[0]
+            expect = masked_logprobs(logits[len(prompt) - 1 : -1], res.output_ids, constraint)
+            assert torch.allclose(torch.tensor(res.logprobs), expect, atol=1e-3)
+    finally:
+        policy.engine.close()
+
+
 def test_sglang_and_vllm_requests_carry_the_constraint(smollm2_tokenizer):  # noqa: F811
     from treegym.policies.sglang import sampling_params
     from treegym.policies.vllm import VLLMPolicy
@@ -124,6 +204,23 @@ def test_sglang_and_vllm_requests_carry_the_constraint(smollm2_tokenizer):  # no
     assert body["structured_outputs"] == {"choice": ['say "hi"', "go east"]}
     assert "structured_outputs" not in VLLMPolicy("http://127.0.0.1:1")._body(
         GenerateRequest((1, 2)))  # fmt: skip
+
+
+def test_react_choice_requests_for_sglang_and_vllm():
+    from treegym.policies.sglang import ebnf
+    from treegym.policies.vllm import structured_outputs
+
+    constraint = ChoiceConstraint(((5, 2), (6, 2)), ("Action: go (east)", 'Action: say "a"'),
+                                  free_line_break=3, free_line_banned=(2,))  # fmt: skip
+    assert ebnf(constraint) == (
+        'root ::= [^\\n]* "\\n" ( "Action: go (east)" | "Action: say \\"a\\"" )'
+    )
+    regex = structured_outputs(constraint)["regex"]
+    assert regex == '[^\\n]*\\n(Action: go \\(east\\)|Action: say "a")'
+    import re
+
+    assert re.fullmatch(regex, 'Thought: x\nAction: say "a"')
+    assert not re.fullmatch(regex, "Thought: x\ny\nAction: go (east)")
 
 
 def test_treegym_server_refuses_grammar_fields_instead_of_ignoring_them(

@@ -208,3 +208,62 @@ def test_constrained_choice_through_structured_outputs(server, model):
         assert (got >= plain - 1e-3).all()
         lifted = max(lifted, float((got - plain).max()))
     assert lifted > 0.01
+
+
+@needs_vllm
+def test_react_choice_thinks_freely_then_names_an_admissible_command(server, model):
+    """``react-choice`` through ``structured_outputs.regex``: one free line, then ``Action:``
+    and an admissible command, then the end token, for every seed."""
+    from transformers import AutoTokenizer
+
+    from treegym.policies.actions import ReActChoice
+    from treegym.policies.react import ReActTemplate
+
+    template = ReActTemplate(AutoTokenizer.from_pretrained(model), action_format=ReActChoice())
+    commands = ["go east", "take key (rusty)", "open chest", "look"]
+    prompt = tuple(template.prompt_ids("You are in a room with a chest.", commands))
+    constraint = template.constraint(commands)
+    reqs = [GenerateRequest(prompt, SamplingParams(max_new_tokens=64, temperature=1.0, seed=s,
+                                                   stop_token_ids=(template.end_id,)),
+                            constraint=constraint) for s in range(6)]  # fmt: skip
+    policy = VLLMPolicy(server)
+
+    async def go():
+        try:
+            return await policy.generate(reqs)
+        finally:
+            await policy.aclose()
+
+    finished = 0
+    for res in asyncio.run(go()):
+        reading = template.read(res)
+        if res.output_ids[-1] != template.end_id:  # cut by max_new_tokens: a prefix of it
+            _thought, _, rest = reading.text.partition("\n")
+            assert any(f"Action: {c}".startswith(rest) for c in commands), reading.text
+            continue
+        finished += 1
+        assert reading.action in commands and reading.parse_error is None, reading.text
+        _thought, action_line = reading.text.removesuffix("<|end|>").split("\n")
+        assert action_line == f"Action: {reading.action}"
+    assert finished >= 3
+
+
+@needs_vllm
+def test_many_long_seeded_prompts_at_once_leave_the_server_up(server):
+    """32 seeded prompts of 400 tokens at once: with chunked prefill vLLM 0.32's CPU engine
+    died on them (``CPU Generator does not use offset``); ``treegym serve`` prefills whole."""
+    import random
+
+    rng = random.Random(0)
+    reqs = [GenerateRequest(tuple(rng.randrange(5, 2000) for _ in range(400)),
+                            SamplingParams(max_new_tokens=8, seed=i, ignore_eos=True))
+            for i in range(32)]  # fmt: skip
+    policy = VLLMPolicy(server)
+
+    async def go():
+        try:
+            return await policy.generate(reqs)
+        finally:
+            await policy.aclose()
+
+    assert [len(r.output_ids) for r in asyncio.run(go())] == [8] * 32

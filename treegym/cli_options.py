@@ -98,7 +98,8 @@ ActionFormatOpt = Annotated[
     typer.Option(
         help="How a turn names its command: action ('Action: <cmd>' line), tags[:NAME,...] "
         "(<action>cmd</action>; Search-R1: tags:search,answer), regex:PATTERN (with a group), "
-        "choice (decoding constrained to the admissible commands). [default: action under "
+        "choice (decoding constrained to the admissible commands), react-choice (a free "
+        "thought line, then 'Action: <admissible cmd>'). [default: action under "
         "react; choice under chat where the engine can constrain]"
     ),
 ]
