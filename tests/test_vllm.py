@@ -173,33 +173,44 @@ def test_no_server_and_no_vllm_are_one_line_errors(tmp_path):
     assert proc.stderr.strip().count("\n") == 0 and "Traceback" not in proc.stderr
 
 
-@needs_vllm
-def test_constrained_choice_through_structured_outputs(server, model):
-    """``structured_outputs.choice``: every sample spells one admissible command and ends with
-    the end token; its logprobs are under the masked distribution (never below the model's
-    unmasked ones, and above them where the mask removed mass)."""
-    from transformers import AutoTokenizer
-
-    from treegym.policies.actions import Choice
-    from treegym.policies.react import ReActTemplate
-
-    template = ReActTemplate(AutoTokenizer.from_pretrained(model), action_format=Choice())
-    commands = ["go east", "take key", "open chest", "look"]
-    prompt = tuple(template.prompt_ids("You are in a room with a chest.", commands))
-    constraint = template.constraint(commands)
-    reqs = [GenerateRequest(prompt, SamplingParams(max_new_tokens=16, temperature=1.0, seed=s,
-                                                   stop_token_ids=(template.end_id,)),
-                            constraint=constraint) for s in range(4)]  # fmt: skip
-    policy = VLLMPolicy(server)
-
+def _generate(server: str, reqs: list[GenerateRequest]):
     async def go():
+        policy = VLLMPolicy(server)
         try:
             return await policy.generate(reqs)
         finally:
             await policy.aclose()
 
+    return asyncio.run(go())
+
+
+def _constrained(server, model, action_format, commands, max_new_tokens: int, n: int):
+    """``n`` seeded T=1 turns of a one-room prompt under ``action_format``'s constraint:
+    ``(template, prompt, results)``."""
+    from transformers import AutoTokenizer
+
+    from treegym.policies.react import ReActTemplate
+
+    template = ReActTemplate(AutoTokenizer.from_pretrained(model), action_format=action_format)
+    prompt = tuple(template.prompt_ids("You are in a room with a chest.", commands))
+    constraint = template.constraint(commands)
+    reqs = [GenerateRequest(prompt, SamplingParams(max_new_tokens=max_new_tokens, seed=s,
+                                                   stop_token_ids=(template.end_id,)),
+                            constraint=constraint) for s in range(n)]  # fmt: skip
+    return template, prompt, _generate(server, reqs)
+
+
+@needs_vllm
+def test_constrained_choice_through_structured_outputs(server, model):
+    """``structured_outputs.choice``: every sample spells one admissible command and ends with
+    the end token; its logprobs are under the masked distribution (never below the model's
+    unmasked ones, and above them where the mask removed mass)."""
+    from treegym.policies.actions import Choice
+
+    commands = ["go east", "take key", "open chest", "look"]
+    template, prompt, results = _constrained(server, model, Choice(), commands, 16, 4)
     lifted = 0.0
-    for res in asyncio.run(go()):
+    for res in results:
         reading = template.read(res)
         assert reading.action in commands and reading.parse_error is None
         assert res.output_ids[-1] == template.end_id
@@ -213,31 +224,16 @@ def test_constrained_choice_through_structured_outputs(server, model):
 @needs_vllm
 def test_react_choice_thinks_freely_then_names_an_admissible_command(server, model):
     """``react-choice`` through ``structured_outputs.regex``: one free line, then ``Action:``
-    and an admissible command, then the end token, for every seed."""
-    from transformers import AutoTokenizer
-
+    and an admissible command, then the end token (a turn cut by ``max_new_tokens`` is a
+    prefix of that)."""
     from treegym.policies.actions import ReActChoice
-    from treegym.policies.react import ReActTemplate
 
-    template = ReActTemplate(AutoTokenizer.from_pretrained(model), action_format=ReActChoice())
     commands = ["go east", "take key (rusty)", "open chest", "look"]
-    prompt = tuple(template.prompt_ids("You are in a room with a chest.", commands))
-    constraint = template.constraint(commands)
-    reqs = [GenerateRequest(prompt, SamplingParams(max_new_tokens=64, temperature=1.0, seed=s,
-                                                   stop_token_ids=(template.end_id,)),
-                            constraint=constraint) for s in range(6)]  # fmt: skip
-    policy = VLLMPolicy(server)
-
-    async def go():
-        try:
-            return await policy.generate(reqs)
-        finally:
-            await policy.aclose()
-
+    template, _, results = _constrained(server, model, ReActChoice(), commands, 64, 6)
     finished = 0
-    for res in asyncio.run(go()):
+    for res in results:
         reading = template.read(res)
-        if res.output_ids[-1] != template.end_id:  # cut by max_new_tokens: a prefix of it
+        if res.output_ids[-1] != template.end_id:
             _thought, _, rest = reading.text.partition("\n")
             assert any(f"Action: {c}".startswith(rest) for c in commands), reading.text
             continue
@@ -258,12 +254,4 @@ def test_many_long_seeded_prompts_at_once_leave_the_server_up(server):
     reqs = [GenerateRequest(tuple(rng.randrange(5, 2000) for _ in range(400)),
                             SamplingParams(max_new_tokens=8, seed=i, ignore_eos=True))
             for i in range(32)]  # fmt: skip
-    policy = VLLMPolicy(server)
-
-    async def go():
-        try:
-            return await policy.generate(reqs)
-        finally:
-            await policy.aclose()
-
-    assert [len(r.output_ids) for r in asyncio.run(go())] == [8] * 32
+    assert [len(r.output_ids) for r in _generate(server, reqs)] == [8] * 32
