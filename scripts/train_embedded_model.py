@@ -3,13 +3,16 @@
 1. Make the training tasks of the embedded mix (``treegym.policies.embedded``): TextWorld
    tw-cooking / tw-coin_collector / tw-treasure_hunter games and generated ALFWorld tasks of
    all six types, on training seeds only.
-2. Play them with the noisy scripted expert (the expert plan with probability 1 − ε, else a
-   random admissible command), recording each episode as ReAct text pieces — exactly what
-   ``ReActTemplate`` renders at inference, with the template settings of ``template.json``
+2. Play them, recording each episode as ReAct text pieces — exactly what ``ReActTemplate``
+   renders at inference, with the template settings of ``template.json``
    (:data:`TEMPLATE_SETTINGS`: the admissible commands are listed, less the navigation and
    look-around ones, ``go to …``, ``examine …``, ``look``, ``inventory``: ALFWorld lists 50+,
    most of them ``go to``/``examine``, which would not fit the context; the model names those
-   from what the observations say).
+   from what the observations say). TextWorld: the noisy scripted expert (the expert plan with
+   probability 1 − ε, else a random admissible command). ALFWorld: the searching expert
+   (``treegym.policies.search_expert``), which never goes where only the plan knows an object
+   is: it searches receptacles that may hold it in random order, so the data teaches a search
+   a model can do, and thoughts that say only what the agent can know.
 3. Train a byte-level BPE tokenizer (``tokenizers``) with the template's special tokens.
 4. Tokenize each piece on its own, as the transcript does at inference, and train a small Llama
    (``transformers.LlamaForCausalLM``) for a fixed number of steps with the loss on generated
@@ -46,15 +49,17 @@ from treegym.envs.embedded_mix import (
     made_embedded_task,
 )
 from treegym.policies.react import ReActTemplate
-from treegym.policies.scripted import ScriptedPolicy
+from treegym.policies.scripted import RANDOM_THOUGHT, ScriptedPolicy
+from treegym.policies.search_expert import SearchExpert
 from treegym.policies.tokenizer import train_react_tokenizer
 
 TEMPLATE_SETTINGS = {
     "show_admissible": True,
     "hide_admissible": r"^(go to |examine |look$|inventory$)",
 }
-DETOUR = {"alfworld": 0.5}
-"""Per env: how often the data's expert searches before going where the plan says."""
+EPSILON = {"alfworld": 0.1}
+"""Per env: the data's random-pick rate where it differs from ``--epsilon`` (ALFWorld's searching
+expert is random already; its episodes are long)."""
 
 
 def make_env(env: str, path: Path):
@@ -68,31 +73,28 @@ def make_env(env: str, path: Path):
     return TextWorldEnv(str(path), max_episode_steps=steps)
 
 
-SEARCH_THOUGHT = "let me look around"
+def alfworld_turns(rng: random.Random, epsilon: float):
+    """A ``choose(obs, info)`` for one ALFWorld episode: :class:`SearchExpert`, or with
+    probability ``epsilon`` a random admissible command (the data shows recoveries)."""
+    expert, last = SearchExpert(rng), {}
+
+    def choose(obs: str, info: dict) -> tuple[str, str]:
+        if last:
+            expert.observe(last["action"], obs)
+        if rng.random() < epsilon:
+            action, thought = rng.choice(info["admissible_commands"]), RANDOM_THOUGHT
+        else:
+            action, thought = expert.choose(obs, info)
+        last["action"] = action
+        return action, thought
+
+    return choose
 
 
-def searching(chooser: ScriptedPolicy, info: dict, last_obs: str, was_detour: bool,
-              rng: random.Random, detour: float) -> tuple[str, str]:  # fmt: skip
-    """The noisy expert, made to search like an agent that cannot see where things are.
-
-    ALFWorld's expert plan walks straight to the receptacle that holds the object, which the
-    observations never reveal: imitating it teaches a model to guess. Here, when the plan's
-    next step goes somewhere, the expert first visits another receptacle with probability
-    ``detour`` (and opens it when it is closed), so the data shows searching: go, look, go
-    on until the object is in sight (the plan is recomputed from wherever the search got to).
-    """
-    admissible = info.get("admissible_commands") or []
-    plan = info.get("expert_plan") or []
-    if was_detour and "is closed" in last_obs:
-        target = next((c for c in admissible if c.startswith("open ")), None)
-        if target is not None and rng.random() < 0.8:
-            return target, SEARCH_THOUGHT
-    if plan and plan[0].startswith("go to ") and rng.random() < detour:
-        others = [c for c in admissible if c.startswith("go to ") and c != plan[0]]
-        if others:
-            return rng.choice(others), SEARCH_THOUGHT
-    action, _, thought = chooser.choose(info, rng)
-    return action, thought
+def plan_turns(chooser: ScriptedPolicy, rng: random.Random):
+    """A ``choose(obs, info)`` that follows the noisy expert plan (TextWorld's plans use only
+    what the observations show, bar the room a coin or treasure is in)."""
+    return lambda _obs, info: chooser.choose(info, rng)[::2]
 
 
 def play_task(job: tuple[str, int, int, float, int]) -> tuple[list, int]:
@@ -100,17 +102,17 @@ def play_task(job: tuple[str, int, int, float, int]) -> tuple[list, int]:
     env_name, task_seed, episodes, epsilon, seed = job
     task, path = made_embedded_task(env_name, task_seed)
     template = ReActTemplate(tokenizer=None, **TEMPLATE_SETTINGS)
+    epsilon = EPSILON.get(env_name, epsilon)
     chooser = ScriptedPolicy(template, "expert", epsilon=epsilon, seed=seed)
     rng = random.Random(f"{seed}:{task.spec}")
-    detour = DETOUR.get(env_name, 0.0)
     env, out, wins = make_env(env_name, path), [], 0
     for _ in range(episodes):
         obs, info = env.reset(seed=rng.randrange(2**31 - 1))
         pieces = [(template.prompt_text(obs, info["admissible_commands"]), 0)]
-        thought = ""
+        alfworld = env_name == "alfworld"
+        choose = alfworld_turns(rng, epsilon) if alfworld else plan_turns(chooser, rng)
         while True:
-            action, thought = searching(chooser, info, obs, thought == SEARCH_THOUGHT, rng,
-                                        detour)  # fmt: skip
+            action, thought = choose(obs, info)
             pieces.append((ReActTemplate.assistant_text(thought, action), 1))
             obs, _, terminated, truncated, info = env.step(action)
             pieces.append((template.observation_text(obs, info["admissible_commands"]), 0))
