@@ -11,7 +11,7 @@ receptacle that may hold the thing (ALFRED's placement rules, ``can_hold``: what
 knows about where mugs are kept), opens it when closed, and takes the thing (or uses the
 lamp) once it is in sight. Search order is random, so whether an episode finishes within the
 step cap is a matter of luck: exactly the reward contrast GRPO needs, in data a model can
-imitate from what its context shows. Thoughts say only visible facts and the goal.
+imitate from what its context shows. Thoughts say only the goal and what the agent knows.
 """
 
 from __future__ import annotations
@@ -32,6 +32,14 @@ def _type_names() -> dict[str, str]:
     from treegym.envs.alfworld_assets import constants
 
     return {t.lower(): t for t in (*constants().RECEPTACLES, *placeable_types(), *LAMPS)}
+
+
+def need(thing: str) -> str:
+    """The thought of every step that looks for ``thing`` or picks it up: the same words
+    whether or not it is in sight, so the *action* decides, next to the admissible commands
+    that show it (a small model's thought committed to "keep searching" before its action
+    could see the object; measured: it walked past the object it was looking for)."""
+    return f"I need a {thing}"
 
 
 def _kind(name: str) -> str:
@@ -65,13 +73,13 @@ class SearchExpert:
             return step, self._thought(step)
         found = self._in_sight(wanted, admissible)
         if found is not None:
-            return found, f"there is a {wanted}"
+            return found, need(wanted)
         if self.here is not None and f"open {self.here}" in admissible and "closed" in obs:
-            return f"open {self.here}", f"look for a {wanted} inside {self.here}"
+            return f"open {self.here}", need(wanted)
         places = self._places(wanted, admissible)
         if not places:
             return plan[0], self._thought(plan[0])
-        return f"go to {self.rng.choice(places)}", f"find a {wanted}"
+        return f"go to {self.rng.choice(places)}", need(wanted)
 
     def observe(self, action: str, obs: str) -> None:
         """Update what the agent has seen and holds after ``action`` gave ``obs``."""
@@ -126,8 +134,8 @@ class SearchExpert:
         """A thought for a plan step the agent can justify from what it knows."""
         if m := _PUT.match(step):
             return f"put the {m[1]} in {m[2]}"
-        if m := _TAKE.match(step):
-            return f"there is a {m[1]}"
+        if m := _TAKE.match(step) or _USE.match(step):
+            return need(m[1])
         if step.startswith("go to ") and self.holding:
             return f"bring the {self.holding} to {step[len('go to ') :]}"
         verb = step.split(" ", 1)[0]
