@@ -57,9 +57,10 @@ TEMPLATE_SETTINGS = {
     "show_admissible": True,
     "hide_admissible": r"^(go to |examine |look$|inventory$)",
 }
-EPSILON = {"alfworld": 0.1}
-"""Per env: the data's random-pick rate where it differs from ``--epsilon`` (ALFWorld's searching
-expert is random already; its episodes are long)."""
+DETOUR = 0.5
+"""``--alfworld-expert detour``: how often the expert searches before going where the plan says."""
+SEARCH_EPSILON = 0.1
+"""``--alfworld-expert search``: its random-pick rate (the search order is random already)."""
 
 
 def make_env(env: str, path: Path):
@@ -73,9 +74,37 @@ def make_env(env: str, path: Path):
     return TextWorldEnv(str(path), max_episode_steps=steps)
 
 
-def alfworld_turns(rng: random.Random, epsilon: float):
-    """A ``choose(obs, info)`` for one ALFWorld episode: :class:`SearchExpert`, or with
-    probability ``epsilon`` a random admissible command (the data shows recoveries)."""
+SEARCH_THOUGHT = "let me look around"
+
+
+def detour_turns(chooser: ScriptedPolicy, rng: random.Random):
+    """``--alfworld-expert detour`` (the shipped model's data): the noisy expert plan, except
+    that when the plan's next step goes somewhere, the expert first visits another receptacle
+    with probability :data:`DETOUR` (and opens it when it is closed). Its other thoughts name
+    the plan's step, which the observations never justify."""
+    last = {"thought": ""}
+
+    def choose(obs: str, info: dict) -> tuple[str, str]:
+        admissible, plan = info.get("admissible_commands") or [], info.get("expert_plan") or []
+        action = None
+        if last["thought"] == SEARCH_THOUGHT and "is closed" in obs:
+            target = next((c for c in admissible if c.startswith("open ")), None)
+            action = target if target is not None and rng.random() < 0.8 else None
+        if action is None and plan and plan[0].startswith("go to ") and rng.random() < DETOUR:
+            others = [c for c in admissible if c.startswith("go to ") and c != plan[0]]
+            action = rng.choice(others) if others else None
+        thought = SEARCH_THOUGHT
+        if action is None:
+            action, _, thought = chooser.choose(info, rng)
+        last["thought"] = thought
+        return action, thought
+
+    return choose
+
+
+def search_turns(rng: random.Random, epsilon: float):
+    """``--alfworld-expert search``: :class:`SearchExpert`, or with probability ``epsilon`` a
+    random admissible command (the data shows recoveries)."""
     expert, last = SearchExpert(rng), {}
 
     def choose(obs: str, info: dict) -> tuple[str, str]:
@@ -97,20 +126,23 @@ def plan_turns(chooser: ScriptedPolicy, rng: random.Random):
     return lambda _obs, info: chooser.choose(info, rng)[::2]
 
 
-def play_task(job: tuple[str, int, int, float, int]) -> tuple[list, int]:
+def play_task(job: tuple[str, int, int, float, int, str]) -> tuple[list, int]:
     """Episodes of one task as ``[(text piece, is_generated)]`` lists, and the expert's wins."""
-    env_name, task_seed, episodes, epsilon, seed = job
+    env_name, task_seed, episodes, epsilon, seed, alfworld_expert = job
     task, path = made_embedded_task(env_name, task_seed)
     template = ReActTemplate(tokenizer=None, **TEMPLATE_SETTINGS)
-    epsilon = EPSILON.get(env_name, epsilon)
     chooser = ScriptedPolicy(template, "expert", epsilon=epsilon, seed=seed)
     rng = random.Random(f"{seed}:{task.spec}")
     env, out, wins = make_env(env_name, path), [], 0
     for _ in range(episodes):
         obs, info = env.reset(seed=rng.randrange(2**31 - 1))
         pieces = [(template.prompt_text(obs, info["admissible_commands"]), 0)]
-        alfworld = env_name == "alfworld"
-        choose = alfworld_turns(rng, epsilon) if alfworld else plan_turns(chooser, rng)
+        if env_name != "alfworld":
+            choose = plan_turns(chooser, rng)
+        elif alfworld_expert == "search":
+            choose = search_turns(rng, SEARCH_EPSILON)
+        else:
+            choose = detour_turns(chooser, rng)
         while True:
             action, thought = choose(obs, info)
             pieces.append((ReActTemplate.assistant_text(thought, action), 1))
@@ -125,9 +157,9 @@ def play_task(job: tuple[str, int, int, float, int]) -> tuple[list, int]:
 
 
 def collect(tasks: list[tuple[str, int]], episodes: int, epsilon: float, seed: int,
-            workers: int) -> tuple[list, int]:  # fmt: skip
+            workers: int, alfworld_expert: str) -> tuple[list, int]:  # fmt: skip
     """Play ``(env, task seed)`` tasks in ``workers`` processes."""
-    jobs = [(env, s, episodes, epsilon, seed) for env, s in tasks]
+    jobs = [(env, s, episodes, epsilon, seed, alfworld_expert) for env, s in tasks]
     out, wins, t0 = [], 0, time.time()
     with ProcessPoolExecutor(workers) as pool:
         for i, (eps, won) in enumerate(pool.map(play_task, jobs, chunksize=4)):
@@ -261,6 +293,10 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--alfworld-tasks", type=int, default=240)
     ap.add_argument("--episodes-per-task", type=int, default=6)
     ap.add_argument("--epsilon", type=float, default=0.25)
+    ap.add_argument("--alfworld-expert", choices=("detour", "search"), default="detour",
+                    help="ALFWorld's data: detour (the shipped model's: the plan, with random "
+                         "detours) or search (policies/search_expert.py: searches where the "
+                         "plan would use what the agent cannot know)")  # fmt: skip
     ap.add_argument("--vocab-size", type=int, default=2048)
     ap.add_argument("--hidden", type=int, default=256)
     ap.add_argument("--layers", type=int, default=4)
@@ -281,7 +317,8 @@ def prepare_and_train(args: argparse.Namespace, work: Path) -> dict:
     t0 = time.time()
     tasks = [("textworld", s) for s in TRAIN_SEEDS[: args.textworld_tasks]]
     tasks += [("alfworld", s) for s in TRAIN_SEEDS[: args.alfworld_tasks]]
-    episodes, wins = collect(tasks, args.episodes_per_task, args.epsilon, args.seed, args.workers)
+    episodes, wins = collect(tasks, args.episodes_per_task, args.epsilon, args.seed, args.workers,
+                             args.alfworld_expert)  # fmt: skip
     print(f"{len(episodes)} episodes of {len(tasks)} tasks ({time.time() - t0:.0f}s)", flush=True)
     tokenizer = train_react_tokenizer([t for ep in episodes for t, _ in ep], args.vocab_size)
     data = encode(episodes, tokenizer, args.max_len)
