@@ -55,13 +55,23 @@ def run(size: str, only: list[str]) -> tuple[list[Section], dict[str, float]]:
     return sections, seconds
 
 
-def old_parts(path: Path) -> tuple[dict[str, str], dict[str, str]]:
-    """An existing BENCHMARKS.md as ``({section title: its markdown}, {anchor: headline})``,
-    for ``--merge``: the sections this invocation does not measure are kept as they were."""
+GENERATED_PREAMBLE = ("# Benchmarks", "Written by ", "**Machine:**", "**Time per part")
+"""How the paragraphs that :func:`write` generates above the sections begin."""
+
+
+def old_parts(path: Path) -> tuple[dict[str, str], dict[str, str], list[str]]:
+    """An existing BENCHMARKS.md as ``({section title: its markdown}, {anchor: headline},
+    [hand-written notes above the sections])``, for ``--merge``: the sections this invocation
+    does not measure are kept as they were, and so are notes a person added to the preamble
+    (such as which tables are stale), which a merge must not silently drop."""
     if not path.is_file():
-        return {}, {}
+        return {}, {}, []
+    text = "\n" + path.read_text()
+    preamble, *rest = text.split("\n## ")
+    notes = [p.strip() for p in preamble.split("\n\n") if p.strip()]
+    notes = [p for p in notes if not p.startswith(GENERATED_PREAMBLE)]
     blocks, headlines = {}, {}
-    for block in ("\n" + path.read_text()).split("\n## ")[1:]:
+    for block in rest:
         title, _, body = block.partition("\n")
         if title == "Headlines":
             for line in body.splitlines():
@@ -69,7 +79,7 @@ def old_parts(path: Path) -> tuple[dict[str, str], dict[str, str]]:
                     headlines[line.rsplit("(#", 1)[1].rstrip(")")] = line
         else:
             blocks[title] = f"## {title}\n{body.rstrip()}\n"
-    return blocks, headlines
+    return blocks, headlines, notes
 
 
 def write(
@@ -81,7 +91,7 @@ def write(
     figures = out / "bench" / "figures"
     figures.mkdir(parents=True, exist_ok=True)
     path = out / "BENCHMARKS.md"
-    kept, kept_headlines = old_parts(path) if merge else ({}, {})
+    kept, kept_headlines, notes = old_parts(path) if merge else ({}, {}, [])
     host = machine()
     lines = [
         "# Benchmarks",
@@ -92,6 +102,7 @@ def write(
         "and the min–max range over the repetitions. Absolute seconds are for this machine "
         "only, and other jobs shared its cores.",
         "",
+        *(line for note in notes for line in (note, "")),
         "**Machine:** " + ", ".join(f"{k} {v}" for k, v in host.items()),
         "",
         "**Time per part in this invocation:** "

@@ -80,9 +80,13 @@ def test_merge_keeps_the_sections_it_did_not_measure_and_replaces_the_others(tmp
 
     first = [section("Alpha", "1", "alpha is 1"), section("Beta", "2", "beta is 2")]
     run_all.write(first, {"alpha": 1.0, "beta": 1.0}, "smoke", tmp_path)
+    note = "**Stale:** Alpha was measured with the old model."
+    path = tmp_path / "BENCHMARKS.md"
+    path.write_text(path.read_text().replace("**Machine:**", note + "\n\n**Machine:**", 1))
     run_all.write([section("Beta", "3", "beta is 3"), section("Gamma", "4")], {"beta": 1.0},
                   "smoke", tmp_path, merge=True)  # fmt: skip
-    text = (tmp_path / "BENCHMARKS.md").read_text()
+    text = path.read_text()
+    assert text.count(note) == 1 and text.index(note) < text.index("**Machine:**")
     headings = [line[3:] for line in text.splitlines() if line.startswith("## ")]
     assert headings == ["Headlines", "Alpha", "Beta", "Gamma"]
     assert _table(text, "Alpha")[1:] == [["1"]] and _table(text, "Beta")[1:] == [["3"]]
