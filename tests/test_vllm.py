@@ -255,3 +255,52 @@ def test_many_long_seeded_prompts_at_once_leave_the_server_up(server):
                             SamplingParams(max_new_tokens=8, seed=i, ignore_eos=True))
             for i in range(32)]  # fmt: skip
     assert [len(r.output_ids) for r in _generate(server, reqs)] == [8] * 32
+
+
+@pytest.fixture(scope="module")
+def smollm2_server():
+    """``treegym serve --engine vllm --model smollm2``: a real chat model on the vLLM engine."""
+    from treegym.policies.smollm2 import SmolLM2Unavailable, smollm2_model_path
+
+    try:
+        path = smollm2_model_path()
+    except SmolLM2Unavailable as exc:
+        pytest.skip(str(exc))
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    proc = subprocess.Popen([TREEGYM, "serve", "--engine", "vllm", "--model", "smollm2",
+                             "--port", str(port), "--max-model-len", "4096"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
+    try:
+        wait_healthy(url, 600, proc)
+    except PolicyError:
+        proc.kill()
+        raise AssertionError(proc.stderr.read().decode()[-3000:]) from None
+    yield url, path
+    proc.terminate()
+    proc.wait(60)
+
+
+@needs_vllm
+def test_smollm2_on_the_vllm_engine_plays_its_chat_template_with_constrained_choice(
+    smollm2_server, tmp_path
+):
+    from typer.testing import CliRunner
+
+    from treegym.cli import app
+    from treegym.harness import load_run
+
+    url, path = smollm2_server
+    out = tmp_path / "run"
+    args = ["collect", "--policy", f"vllm:{url}", "--tokenizer", str(path), "--n-tasks", "1",
+            "--sampler", "chain", "-p", "group_size=2", "-k", "max_episode_steps=3",
+            "--out", str(out), "-q"]  # fmt: skip
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.stdout + res.stderr
+    run = load_run(out)
+    collect = run.manifest["config"]["collect"]
+    assert (collect["template"], collect["action_format"]) == ("chat", "choice")  # the defaults
+    turns = run.nodes[run.nodes["depth"] > 0]
+    assert 2 <= len(turns) <= 6 and (turns["finish_reason"] == "stop").all()
+    assert not turns["parse_error"].fillna("").astype(bool).any()  # constrained: none malformed
+    assert (turns["action"].str.len() > 0).all()
