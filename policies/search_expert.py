@@ -34,12 +34,14 @@ def _type_names() -> dict[str, str]:
     return {t.lower(): t for t in (*constants().RECEPTACLES, *placeable_types(), *LAMPS)}
 
 
-def need(thing: str) -> str:
+def need(thing: str, destination: str | None = None) -> str:
     """The thought of every step that looks for ``thing`` or picks it up: the same words
     whether or not it is in sight, so the *action* decides, next to the admissible commands
     that show it (a small model's thought committed to "keep searching" before its action
-    could see the object; measured: it walked past the object it was looking for)."""
-    return f"I need a {thing}"
+    could see the object; measured: it walked past the object it was looking for). It names
+    the goal's destination too, so that the model copies it from the turn before rather than
+    from the goal line far back (measured: it carried the object to the wrong receptacle)."""
+    return f"I need a {thing} for {destination}" if destination else f"I need a {thing}"
 
 
 def _kind(name: str) -> str:
@@ -73,13 +75,13 @@ class SearchExpert:
             return step, self._thought(step)
         found = self._in_sight(wanted, admissible)
         if found is not None:
-            return found, need(wanted)
+            return found, need(wanted, self.destination)
         if self.here is not None and f"open {self.here}" in admissible and "closed" in obs:
-            return f"open {self.here}", need(wanted)
+            return f"open {self.here}", need(wanted, self.destination)
         places = self._places(wanted, admissible)
         if not places:
             return plan[0], self._thought(plan[0])
-        return f"go to {self.rng.choice(places)}", need(wanted)
+        return f"go to {self.rng.choice(places)}", need(wanted, self.destination)
 
     def observe(self, action: str, obs: str) -> None:
         """Update what the agent has seen and holds after ``action`` gave ``obs``."""
@@ -135,7 +137,7 @@ class SearchExpert:
         if m := _PUT.match(step):
             return f"put the {m[1]} in {m[2]}"
         if m := _TAKE.match(step) or _USE.match(step):
-            return need(m[1])
+            return need(m[1], self.destination)
         if step.startswith("go to ") and self.holding:
             return f"bring the {self.holding} to {step[len('go to ') :]}"
         verb = step.split(" ", 1)[0]

@@ -21,6 +21,7 @@ ROOM = [
 ]
 PLAN = ["go to fridge 1", "open fridge 1", "take apple 1 from fridge 1", "go to sinkbasin 1",
         "move apple 1 to sinkbasin 1"]  # fmt: skip
+NEED = "I need a apple for sinkbasin 1"
 
 
 def test_an_unseen_pickup_place_is_searched_for_among_places_that_may_hold_the_object():
@@ -29,7 +30,7 @@ def test_an_unseen_pickup_place_is_searched_for_among_places_that_may_hold_the_o
         expert = SearchExpert(random.Random(seed))
         action, thought = expert.choose("You are in the middle of a room.", {
             "expert_plan": PLAN, "admissible_commands": ROOM})  # fmt: skip
-        assert thought == "I need a apple"
+        assert thought == NEED
         place = action.removeprefix("go to ")
         assert place not in {"sinkbasin 1", "toaster 1"}  # the destination; cannot hold apples
         firsts.add(place)
@@ -43,11 +44,11 @@ def test_a_closed_place_is_opened_and_what_is_in_sight_is_taken():
     obs = "You arrive at cabinet 2. The cabinet 2 is closed."
     expert.observe("go to cabinet 2", obs)
     info = {"expert_plan": PLAN, "admissible_commands": [*ROOM, "open cabinet 2"]}
-    assert expert.choose(obs, info) == ("open cabinet 2", "I need a apple")
+    assert expert.choose(obs, info) == ("open cabinet 2", NEED)
     obs = "You open the cabinet 2. The cabinet 2 is open. In it, you see a apple 3."
     expert.observe("open cabinet 2", obs)
     info["admissible_commands"].append("take apple 3 from cabinet 2")
-    assert expert.choose(obs, info) == ("take apple 3 from cabinet 2", "I need a apple")
+    assert expert.choose(obs, info) == ("take apple 3 from cabinet 2", NEED)
 
 
 def test_the_plan_is_followed_once_its_place_has_been_seen_or_it_needs_no_search():
