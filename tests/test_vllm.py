@@ -58,12 +58,12 @@ def model(tmp_path_factory) -> Path:
     return _untied(embedded_model_path(), tmp_path_factory.mktemp("vllm-model") / "model")
 
 
-@pytest.fixture(scope="module")
-def server(model):
+def _serve(model: str, max_model_len: int):
+    """``treegym serve --engine vllm --model MODEL``: yields its URL, then stops it."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    proc = subprocess.Popen([TREEGYM, "serve", "--engine", "vllm", "--model", str(model),
-                             "--port", str(port), "--max-model-len", "2048"],
+    proc = subprocess.Popen([TREEGYM, "serve", "--engine", "vllm", "--model", model,
+                             "--port", str(port), "--max-model-len", str(max_model_len)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
     try:
         wait_healthy(url, 600, proc)
@@ -73,6 +73,11 @@ def server(model):
     yield url
     proc.terminate()  # SIGTERM: treegym serve stops vLLM too
     proc.wait(60)
+
+
+@pytest.fixture(scope="module")
+def server(model):
+    yield from _serve(str(model), 2048)
 
 
 def _hf_logprobs(model: Path, prompt, out, temperature: float) -> torch.Tensor:
@@ -266,19 +271,8 @@ def smollm2_server():
         path = smollm2_model_path()
     except SmolLM2Unavailable as exc:
         pytest.skip(str(exc))
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    proc = subprocess.Popen([TREEGYM, "serve", "--engine", "vllm", "--model", "smollm2",
-                             "--port", str(port), "--max-model-len", "4096"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
-    try:
-        wait_healthy(url, 600, proc)
-    except PolicyError:
-        proc.kill()
-        raise AssertionError(proc.stderr.read().decode()[-3000:]) from None
-    yield url, path
-    proc.terminate()
-    proc.wait(60)
+    for url in _serve("smollm2", 4096):
+        yield url, path
 
 
 @needs_vllm
