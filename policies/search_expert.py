@@ -16,6 +16,7 @@ imitate from what its context shows. Thoughts say only the goal and what the age
 
 from __future__ import annotations
 
+import functools
 import random
 import re
 from collections.abc import Sequence
@@ -27,6 +28,7 @@ _USE = re.compile(r"^use (\S+) \d+$")
 _PUT = re.compile(r"^move (\S+) \d+ to (.+)$")
 
 
+@functools.cache
 def _type_names() -> dict[str, str]:
     """Lower-case ALFWorld text names (``countertop``) to ALFRED types (``CounterTop``)."""
     from treegym.envs.alfworld_assets import constants

@@ -121,19 +121,23 @@ def test_tokens_logprobs_seeds_and_prefix_cache(server, model):
     assert all(0 < r.cached_tokens < len(prompt) for r in again)
 
 
-@needs_vllm
-def test_collect_with_the_vllm_policy(server, tmp_path):
+def _collect(url: str, out: Path, *extra: str):
+    """``treegym collect --policy vllm:URL`` (chain G=2, one task, 3 steps); the run."""
     from typer.testing import CliRunner
 
     from treegym.cli import app
     from treegym.harness import load_run
 
-    out = tmp_path / "run"
-    args = ["collect", "--policy", f"vllm:{server}", "--n-tasks", "1", "--sampler", "chain",
+    args = ["collect", "--policy", f"vllm:{url}", *extra, "--n-tasks", "1", "--sampler", "chain",
             "-p", "group_size=2", "-k", "max_episode_steps=3", "--out", str(out), "-q"]  # fmt: skip
     res = CliRunner().invoke(app, args)
     assert res.exit_code == 0, res.stdout + res.stderr
-    run = load_run(out)
+    return load_run(out)
+
+
+@needs_vllm
+def test_collect_with_the_vllm_policy(server, tmp_path):
+    run = _collect(server, tmp_path / "run")
     assert len(run.samples) == 2 and run.manifest["policy"]["policy"] == "vllm"
     row = run.samples.iloc[0]
     assert sum(row["loss_mask"]) > 0 and len(row["logprobs"]) == len(row["loss_mask"])
@@ -279,19 +283,8 @@ def smollm2_server():
 def test_smollm2_on_the_vllm_engine_plays_its_chat_template_with_constrained_choice(
     smollm2_server, tmp_path
 ):
-    from typer.testing import CliRunner
-
-    from treegym.cli import app
-    from treegym.harness import load_run
-
     url, path = smollm2_server
-    out = tmp_path / "run"
-    args = ["collect", "--policy", f"vllm:{url}", "--tokenizer", str(path), "--n-tasks", "1",
-            "--sampler", "chain", "-p", "group_size=2", "-k", "max_episode_steps=3",
-            "--out", str(out), "-q"]  # fmt: skip
-    res = CliRunner().invoke(app, args)
-    assert res.exit_code == 0, res.stdout + res.stderr
-    run = load_run(out)
+    run = _collect(url, tmp_path / "run", "--tokenizer", str(path))
     collect = run.manifest["config"]["collect"]
     assert (collect["template"], collect["action_format"]) == ("chat", "choice")  # the defaults
     turns = run.nodes[run.nodes["depth"] > 0]
