@@ -33,6 +33,11 @@ from .react import ASSISTANT, ReActTemplate
 RANDOM_THOUGHT = "let me try something"
 
 
+def plan_thought(step: str) -> str:
+    """The thought of an expert-plan step: it names the step, which only the plan knows."""
+    return f"the plan says {step}"
+
+
 class ScriptedPolicy(Policy):
     """``mode`` is ``"expert"`` (noisy expert) or ``"random"`` (random admissible)."""
 
@@ -76,7 +81,7 @@ class ScriptedPolicy(Policy):
         """``(action, probability, thought)`` for one request."""
         plan, pool, eps = self._setting(hints)
         if plan and rng.random() >= eps:
-            action, thought = plan[0], f"the plan says {plan[0]}"
+            action, thought = plan[0], plan_thought(plan[0])
         else:
             action, thought = rng.choice(pool), RANDOM_THOUGHT
         return action, self.probability(hints, action), thought
@@ -88,7 +93,7 @@ class ScriptedPolicy(Policy):
         texts = [(a, RANDOM_THOUGHT, eps * pool.count(a) / len(pool))
                  for a in dict.fromkeys(pool)] if eps > 0 else []  # fmt: skip
         if plan and eps < 1:
-            texts.append((plan[0], f"the plan says {plan[0]}", 1 - eps))
+            texts.append((plan[0], plan_thought(plan[0]), 1 - eps))
         encode, text = self._encode, self.template.assistant_text
         return [(a, encode(text(t, a)), w) for a, t, w in texts]
 

@@ -49,6 +49,7 @@ from treegym.envs.embedded_mix import (
     made_embedded_task,
 )
 from treegym.policies.react import ReActTemplate
+from treegym.policies.recipe_expert import RecipeExpert
 from treegym.policies.scripted import RANDOM_THOUGHT, ScriptedPolicy
 from treegym.policies.search_expert import SearchExpert
 from treegym.policies.tokenizer import train_react_tokenizer
@@ -57,6 +58,14 @@ TEMPLATE_SETTINGS = {
     "show_admissible": True,
     "hide_admissible": r"^(go to |examine |look$|inventory$)",
 }
+"""The shipped model's template settings; ``--hide-admissible`` replaces the pattern."""
+HIDE_UNUSED = r"^(go to |examine |look$|inventory$|close |cook |drop |insert |put |eat (?!meal$))"
+"""``--hide-admissible unused``: also hides the TextWorld commands no expert plan of the mix uses
+(``close``, ``cook``, ``drop``, ``insert``, ``put``, eating an ingredient: measured over 60
+training tasks, the plans use only ``go``, ``open``, ``take``, ``prepare meal``, ``eat meal``;
+ALFWorld's ``move X to Y`` / ``cool X with Y`` are not matched). A cooking prompt lists 26
+commands with the shipped pattern, mostly what the carried ingredients allow, and its episodes
+ran into the context guard."""
 DETOUR = 0.5
 """``--alfworld-expert detour``: how often the expert searches before going where the plan says."""
 SEARCH_EPSILON = 0.1
@@ -121,16 +130,32 @@ def search_turns(rng: random.Random, epsilon: float):
 
 
 def plan_turns(chooser: ScriptedPolicy, rng: random.Random):
-    """A ``choose(obs, info)`` that follows the noisy expert plan (TextWorld's plans use only
-    what the observations show, bar the room a coin or treasure is in)."""
+    """``--textworld-expert plan`` (the shipped model's data): a ``choose(obs, info)`` that
+    follows the noisy expert plan (which knows the recipe and the room a coin is in)."""
     return lambda _obs, info: chooser.choose(info, rng)[::2]
 
 
-def play_task(job: tuple[str, int, int, float, int, str]) -> tuple[list, int]:
-    """Episodes of one task as ``[(text piece, is_generated)]`` lists, and the expert's wins."""
-    env_name, task_seed, episodes, epsilon, seed, alfworld_expert = job
+def recipe_turns(chooser: ScriptedPolicy, rng: random.Random):
+    """``--textworld-expert recipe``: the noisy expert plan, with :class:`RecipeExpert`'s
+    reading of the cookbook and thoughts that cite the recipe (a no-op without a cookbook)."""
+    expert = RecipeExpert()
+
+    def choose(_obs: str, info: dict) -> tuple[str, str]:
+        action, _, thought = chooser.choose(info, rng)
+        return (action, thought) if thought == RANDOM_THOUGHT else expert.choose(info)
+
+    return choose
+
+
+TEXTWORLD_EXPERTS = {"plan": plan_turns, "recipe": recipe_turns}
+
+
+def play_task(job: tuple[str, int, int, float, int, dict]) -> tuple[list, int]:
+    """Episodes of one task as ``[(text piece, is_generated)]`` lists, and the expert's wins.
+    ``data``: the ``--alfworld-expert``/``--textworld-expert`` names and the template settings."""
+    env_name, task_seed, episodes, epsilon, seed, data = job
     task, path = made_embedded_task(env_name, task_seed)
-    template = ReActTemplate(tokenizer=None, **TEMPLATE_SETTINGS)
+    template = ReActTemplate(tokenizer=None, **data["template"])
     chooser = ScriptedPolicy(template, "expert", epsilon=epsilon, seed=seed)
     rng = random.Random(f"{seed}:{task.spec}")
     env, out, wins = make_env(env_name, path), [], 0
@@ -138,8 +163,8 @@ def play_task(job: tuple[str, int, int, float, int, str]) -> tuple[list, int]:
         obs, info = env.reset(seed=rng.randrange(2**31 - 1))
         pieces = [(template.prompt_text(obs, info["admissible_commands"]), 0)]
         if env_name != "alfworld":
-            choose = plan_turns(chooser, rng)
-        elif alfworld_expert == "search":
+            choose = TEXTWORLD_EXPERTS[data["textworld_expert"]](chooser, rng)
+        elif data["alfworld_expert"] == "search":
             choose = search_turns(rng, SEARCH_EPSILON)
         else:
             choose = detour_turns(chooser, rng)
@@ -157,9 +182,9 @@ def play_task(job: tuple[str, int, int, float, int, str]) -> tuple[list, int]:
 
 
 def collect(tasks: list[tuple[str, int]], episodes: int, epsilon: float, seed: int,
-            workers: int, alfworld_expert: str) -> tuple[list, int]:  # fmt: skip
-    """Play ``(env, task seed)`` tasks in ``workers`` processes."""
-    jobs = [(env, s, episodes, epsilon, seed, alfworld_expert) for env, s in tasks]
+            workers: int, data: dict) -> tuple[list, int]:  # fmt: skip
+    """Play ``(env, task seed)`` tasks in ``workers`` processes (``data``: see play_task)."""
+    jobs = [(env, s, episodes, epsilon, seed, data) for env, s in tasks]
     out, wins, t0 = [], 0, time.time()
     with ProcessPoolExecutor(workers) as pool:
         for i, (eps, won) in enumerate(pool.map(play_task, jobs, chunksize=4)):
@@ -170,14 +195,13 @@ def collect(tasks: list[tuple[str, int]], episodes: int, epsilon: float, seed: i
     return out, wins
 
 
-def encode(episodes, tokenizer, max_len: int) -> list[tuple[list[int], list[int]]]:
-    template = ReActTemplate(tokenizer, **TEMPLATE_SETTINGS)
+def encode(episodes, tokenizer, template: ReActTemplate, max_len: int) -> list[tuple[list, list]]:
     out = []
     for pieces in episodes:
         ids: list[int] = []
         mask: list[int] = []
         for text, generated in pieces:
-            piece = template.encode(text)
+            piece = template.encode(text)  # each piece on its own, as the transcript does
             ids += piece
             mask += [generated] * len(piece)
         if len(ids) <= max_len:
@@ -216,12 +240,12 @@ def collate(data, idx: list[int], pad_id: int) -> dict[str, torch.Tensor]:
     return {"input_ids": ids, "attention_mask": attn, "labels": labels}
 
 
-def save_model(model, tokenizer, folder: Path) -> None:
+def save_model(model, tokenizer, settings: dict, folder: Path) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     model.to(torch.float16).save_pretrained(folder, safe_serialization=True)
     model.to(torch.float32)
     tokenizer.save_pretrained(folder)
-    (folder / "template.json").write_text(json.dumps(TEMPLATE_SETTINGS, indent=2) + "\n")
+    (folder / "template.json").write_text(json.dumps(settings, indent=2) + "\n")
 
 
 def train(model, data, tokenizer, args, out: Path) -> tuple[list[Path], dict]:
@@ -249,7 +273,7 @@ def train(model, data, tokenizer, args, out: Path) -> tuple[list[Path], dict]:
                   f"{rate:.0f} tok/s {(time.time() - t0) / 60:.1f} min", flush=True)  # fmt: skip
         if step in marks:
             saved.append(out / "checkpoints" / f"step-{step}")
-            save_model(model, tokenizer, saved[-1])
+            save_model(model, tokenizer, template_settings(args), saved[-1])
         if step >= args.steps:
             break
     return saved, {
@@ -267,7 +291,7 @@ async def validate(folder: Path, n_tasks: int, episodes: int, seed: int) -> dict
     from treegym.policies.hf import HFPolicy
 
     policy = HFPolicy(folder, seed=seed)
-    template = ReActTemplate(policy.tokenizer, **TEMPLATE_SETTINGS)
+    template = ReActTemplate.for_model(policy.tokenizer, folder)  # its template.json
     out = {}
     for env in ENVS:
         report = await evaluate_mix(policy, template, env, VALID_SEEDS[:n_tasks],
@@ -297,6 +321,20 @@ def parse_args() -> argparse.Namespace:
                     help="ALFWorld's data: detour (the shipped model's: the plan, with random "
                          "detours) or search (policies/search_expert.py: searches where the "
                          "plan would use what the agent cannot know)")  # fmt: skip
+    ap.add_argument(
+        "--textworld-expert",
+        choices=sorted(TEXTWORLD_EXPERTS),
+        default="plan",
+        help="TextWorld's data: plan (the shipped model's: the noisy expert plan) or "
+        "recipe (policies/recipe_expert.py: cooking reads the cookbook first)",
+    )
+    ap.add_argument(
+        "--hide-admissible",
+        choices=("shipped", "unused"),
+        default="shipped",
+        help="commands left out of the prompt's list: shipped (navigation and "
+        "look-around) or unused (also what no expert plan of the mix uses)",
+    )
     ap.add_argument("--vocab-size", type=int, default=2048)
     ap.add_argument("--hidden", type=int, default=256)
     ap.add_argument("--layers", type=int, default=4)
@@ -312,16 +350,24 @@ def parse_args() -> argparse.Namespace:
     return ap.parse_args()
 
 
+def template_settings(args: argparse.Namespace) -> dict:
+    """The template the data is written in, saved as each checkpoint's ``template.json``."""
+    hide = {"shipped": TEMPLATE_SETTINGS["hide_admissible"], "unused": HIDE_UNUSED}
+    return {**TEMPLATE_SETTINGS, "hide_admissible": hide[args.hide_admissible]}
+
+
 def prepare_and_train(args: argparse.Namespace, work: Path) -> dict:
     """Data, tokenizer, model, checkpoints under ``work``; the training record."""
     t0 = time.time()
     tasks = [("textworld", s) for s in TRAIN_SEEDS[: args.textworld_tasks]]
     tasks += [("alfworld", s) for s in TRAIN_SEEDS[: args.alfworld_tasks]]
+    settings = template_settings(args)
+    experts = {"alfworld_expert": args.alfworld_expert, "textworld_expert": args.textworld_expert}
     episodes, wins = collect(tasks, args.episodes_per_task, args.epsilon, args.seed, args.workers,
-                             args.alfworld_expert)  # fmt: skip
+                             {**experts, "template": settings})  # fmt: skip
     print(f"{len(episodes)} episodes of {len(tasks)} tasks ({time.time() - t0:.0f}s)", flush=True)
     tokenizer = train_react_tokenizer([t for ep in episodes for t, _ in ep], args.vocab_size)
-    data = encode(episodes, tokenizer, args.max_len)
+    data = encode(episodes, tokenizer, ReActTemplate(tokenizer, **settings), args.max_len)
     lengths = sorted(len(ids) for ids, _ in data)
     print(f"{len(data)}/{len(episodes)} episodes <= {args.max_len} tokens; median "
           f"{lengths[len(lengths) // 2]}, max {lengths[-1]}; vocab {len(tokenizer)}",
@@ -351,7 +397,7 @@ def prepare_and_train(args: argparse.Namespace, work: Path) -> dict:
             "alfworld": [0, args.alfworld_tasks],
         },
         "valid_seeds_from": VALID_SEEDS.start,
-        "template": TEMPLATE_SETTINGS,
+        "template": settings,
         "max_episode_steps": MAX_EPISODE_STEPS,
         "episodes": len(episodes),
         "episodes_used": len(data),
