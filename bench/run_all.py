@@ -35,6 +35,7 @@ MODULES = {
     "engine_speed": "engine_speed",  # tables 7 and 8
     "learning": "learning",  # tables 9 and 10 (hours at full size; resumable)
     "router": "router",  # table 11 (many engines: sglang-router policies, client routing)
+    "collector": "collector_throughput",  # table 12 (driver, engine feed, writer, shards)
 }
 """Suite parts, in BENCHMARKS.md order: ``--only`` name -> bench module."""
 

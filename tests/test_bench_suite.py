@@ -23,6 +23,7 @@ TITLES = (
     "Engine throughput: synthetic prompts",
     "Engine throughput: a real Tree-GRPO collection",
     "Learning at equal engine tokens (textworld)",
+    "Collector throughput",
 )
 
 
