@@ -356,7 +356,7 @@ def load_template(tokenizer: str | Path | None) -> ReActTemplate:
 
     path = Path(tokenizer).expanduser() if tokenizer else embedded_model_path()
     tok = AutoTokenizer.from_pretrained(str(path))
-    template = ReActTemplate(tok)
+    template = ReActTemplate.for_model(tok, path)  # the model's template.json, if it has one
     if template.end_id == tok.unk_token_id or template.end_id is None:
         raise ValueError(f"the tokenizer at {path} does not know the ReAct token {END}")
     return template

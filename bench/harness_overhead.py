@@ -178,7 +178,8 @@ async def model_run(n_tasks: int, token_budget: int | None, pool: ProcessExecuto
     for _ in range(REPETITIONS):
         hf = HFPolicy(embedded_model_path())
         policy = BusyTimer(hf)
-        runner = Runner(policy=policy, template=ReActTemplate(hf.tokenizer), executor=pool,
+        template = ReActTemplate.for_model(hf.tokenizer, embedded_model_path())  # as trained
+        runner = Runner(policy=policy, template=template, executor=pool,
                         sampler=TreeGRPOSampler.published(),
                         sampling=SamplingParams(max_new_tokens=48, temperature=1.0),
                         token_budget=token_budget, concurrency=4)  # fmt: skip

@@ -137,7 +137,7 @@ hf_logging.disable_progress_bar()  # one "Loading weights" bar per arm would dro
 async def run_arm(env: EnvSetup, tasks: list[Task], sampler: Sampler, seed: int,
                   max_steps: int) -> ArmRun:  # fmt: skip
     policy = HFPolicy(embedded_model_path(), seed=seed)
-    template = ReActTemplate(policy.tokenizer)
+    template = ReActTemplate.for_model(policy.tokenizer, embedded_model_path())  # as trained
     executor = ProcessExecutor(env.env_id, {"max_episode_steps": max_steps}, n_workers=2)
     sampling = SamplingParams(max_new_tokens=48, temperature=1.0)
     runner = Runner(policy=policy, template=template, executor=executor, sampler=sampler,

@@ -58,9 +58,9 @@ def build_runner(args: argparse.Namespace) -> Runner:
         from treegym.policies import HFPolicy
 
         policy: Any = HFPolicy(model)
-        template = ReActTemplate(policy.tokenizer)
+        template = ReActTemplate.for_model(policy.tokenizer, model)  # as the model was trained
     else:
-        template = ReActTemplate(AutoTokenizer.from_pretrained(model))
+        template = ReActTemplate.for_model(AutoTokenizer.from_pretrained(model), model)
         policy = ScriptedPolicy(template, "expert", epsilon=0.5, seed=0)
     sampler = SAMPLERS[args.sampler]()
     executor = InProcessExecutor(args.env, {"max_episode_steps": args.max_steps})
