@@ -150,7 +150,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    ap.add_argument("--size", choices=("smoke", "full"), default="full")
+    ap.add_argument(
+        "--size",
+        choices=("smoke", "modest", "full"),
+        default="full",
+        help="modest: the samplers part only (8 tasks per env, about 30 min)",
+    )
     ap.add_argument(
         "--only", nargs="+", choices=list(MODULES), default=list(MODULES),
         help="parts to run (default: all, in this order)",
@@ -168,6 +173,8 @@ def main() -> None:
     if args.saved_only:
         os.environ["TREEGYM_BENCH_SAVED_ONLY"] = "1"
     only = [p for p in MODULES if p in args.only]
+    if args.size == "modest" and only != ["samplers"]:
+        ap.error("--size modest is defined for --only samplers alone")
     sections, seconds = run(args.size, only)
     path = write(sections, seconds, args.size, args.out, merge=args.merge)
     print(f"[bench] wrote {path} and {len([s for s in sections if s.chart])} figures")

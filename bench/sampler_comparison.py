@@ -21,7 +21,7 @@ groups are the ungated arm's groups cut at step K, and a gated group's ungated t
 repetition) tells whether the gate was right (precision: gated groups whose full group has
 zero reward variance).
 
-Run alone: ``python bench/sampler_comparison.py [--size smoke|full]``.
+Run alone: ``python bench/sampler_comparison.py [--size smoke|modest|full]``.
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ from typing import Any
 from bench_common import Chart, Section, Spread, heldout_tasks, ratios
 from transformers.utils import logging as hf_logging
 
+from treegym.envs.embedded_mix import MAX_EPISODE_STEPS
 from treegym.harness import (
     Budget,
     ChainSampler,
@@ -59,9 +60,9 @@ from treegym.policies.hf import HFPolicy
 
 SIZES = {
     "smoke": {"tasks": 1, "repeats": 2, "max_steps": {"textworld": 4, "alfworld": 4}},
-    # ALFWorld episodes are capped shorter: the embedded model never saw ALFWorld, so nearly
-    # every trajectory runs to the cap, and 20 steps would double the table's cost.
-    "full": {"tasks": 32, "repeats": 3, "max_steps": {"textworld": 20, "alfworld": 12}},
+    # what the embedded model was trained and evaluated at (embedded_mix.MAX_EPISODE_STEPS)
+    "modest": {"tasks": 8, "repeats": 3, "max_steps": MAX_EPISODE_STEPS},
+    "full": {"tasks": 32, "repeats": 3, "max_steps": MAX_EPISODE_STEPS},
 }
 GATE_K, GATE_DL = 10, 0.12
 SAVED_ONLY = bool(os.environ.get("TREEGYM_BENCH_SAVED_ONLY"))
