@@ -56,7 +56,7 @@ from treegym.harness import (
 from treegym.harness.selective import GatedSampler, is_gated
 from treegym.policies import ReActTemplate, SamplingParams
 from treegym.policies.embedded import embedded_model_path
-from treegym.policies.hf import HFPolicy
+from treegym.policies.hf import HFPolicy, model_digest
 
 SIZES = {
     "smoke": {"tasks": 1, "repeats": 2, "max_steps": {"textworld": 4, "alfworld": 4}},
@@ -169,6 +169,7 @@ def measure_env(env: EnvSetup, size: str) -> list[dict[str, ArmRun]]:
     """Every repetition of ``env`` (measuring those not on disk yet), in order."""
     cfg = SIZES[size]
     names = list(arms())
+    config = {**cfg, "arms": names, "model_sha256": model_digest(embedded_model_path())}
     folder = results_dir(size)
     folder.mkdir(parents=True, exist_ok=True)
     tasks: list[Task] | None = None
@@ -177,7 +178,7 @@ def measure_env(env: EnvSetup, size: str) -> list[dict[str, ArmRun]]:
         path = folder / f"{env.slug}-rep{rep}.json"
         if path.is_file():
             saved = json.loads(path.read_text())
-            if saved.get("config") == {**cfg, "arms": names}:
+            if saved.get("config") == config:  # another model's repetitions are measured again
                 reps.append({k: ArmRun.from_dict(v) for k, v in saved["arms"].items()})
                 continue
         if SAVED_ONLY:
@@ -189,7 +190,7 @@ def measure_env(env: EnvSetup, size: str) -> list[dict[str, ArmRun]]:
             sampler = arms()[name]()
             runs[name] = asyncio.run(run_arm(env, tasks, sampler, rep, cfg["max_steps"][env.slug]))
         runs = {name: runs[name] for name in names}
-        doc = {"config": {**cfg, "arms": names},
+        doc = {"config": config,
                "arms": {k: dataclasses.asdict(v) for k, v in runs.items()}}  # fmt: skip
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(doc))

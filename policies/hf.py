@@ -27,7 +27,8 @@ from .kv_pool import TokenKVPool
 from .protocol import GenerateRequest, GenerateResult, Policy, PolicyError
 
 
-def _model_digest(path: Path) -> str:
+def model_digest(path: Path) -> str:
+    """The first 16 hex digits of the SHA-256 of a checkpoint folder's weights (its identity)."""
     h = hashlib.sha256()
     for f in sorted(path.glob("*.safetensors")):
         h.update(f.read_bytes())
@@ -103,7 +104,7 @@ class HFPolicy(Policy):
             eos_token_id=self.tokenizer.eos_token_id,
             seed=seed,
         )
-        self._digest = _model_digest(self.model_path)
+        self._digest = model_digest(self.model_path)
         self._updates = 0
 
     def identity(self) -> dict[str, Any]:
@@ -154,7 +155,7 @@ class HFPolicy(Policy):
         self.engine.flush_cache()
         self._updates += 1
         self.engine.weight_version = version or str(self._updates)
-        self.model_path, self._digest = path, _model_digest(path)
+        self.model_path, self._digest = path, model_digest(path)
         return self.engine.weight_version
 
     async def aclose(self) -> None:
