@@ -8,11 +8,14 @@
    (:data:`TEMPLATE_SETTINGS`: the admissible commands are listed, less the navigation and
    look-around ones, ``go to …``, ``examine …``, ``look``, ``inventory``: ALFWorld lists 50+,
    most of them ``go to``/``examine``, which would not fit the context; the model names those
-   from what the observations say). TextWorld: the noisy scripted expert (the expert plan with
-   probability 1 − ε, else a random admissible command). ALFWorld: the searching expert
-   (``treegym.policies.search_expert``), which never goes where only the plan knows an object
-   is: it searches receptacles that may hold it in random order, so the data teaches a search
-   a model can do, and thoughts that say only what the agent can know.
+   from what the observations say; ``--hide-admissible unused`` also hides what no expert plan
+   uses). TextWorld: the noisy scripted expert (the expert plan with probability 1 − ε, else a
+   random admissible command); ``--textworld-expert recipe`` reads the cookbook first and cites
+   the recipe (``treegym.policies.recipe_expert``). ALFWorld (default ``detour``, the shipped
+   model's): the plan with random detours; ``--alfworld-expert search`` is the searching
+   expert (``treegym.policies.search_expert``), which never goes where only the plan knows an
+   object is: it searches receptacles that may hold it in random order, so the data teaches a
+   search a model can do, and thoughts that say only what the agent can know.
 3. Train a byte-level BPE tokenizer (``tokenizers``) with the template's special tokens.
 4. Tokenize each piece on its own, as the transcript does at inference, and train a small Llama
    (``transformers.LlamaForCausalLM``) for a fixed number of steps with the loss on generated
