@@ -287,10 +287,11 @@ def equal_trajectories(setup: EnvSetup, runs: dict[str, list[ArmRun]], cfg: dict
         "cache; unique tokens = the trees' own size, what an engine with a perfect radix "
         "cache computes (chain: every trajectory in full). Ratios are per repetition against "
         "chain G=6 in the same repetition.",
-        "HFPolicy's cache keeps a full KV copy per cached prefix (256 MB ≈ 43k tokens of the "
-        "embedded model), so samplers with many open prefixes at once (treepo's segment "
-        "frontier, four tasks in flight) evict each other's prefixes: compare their engine "
-        "tokens with their unique tokens.",
+        "HFPolicy's engine shares cached prefixes as KV blocks under a radix tree (LRU "
+        "eviction within its byte budget) and reports SGLang's fcfs accounting: a prefix "
+        "that several requests of one admission round share counts as computed for each, so "
+        "an arm's engine tokens above its unique tokens are prefixes computed again (same "
+        "round, or evicted): compare the two ratio columns.",
         "tree_grpo M4 N2 L1 K3 keeps 12 trajectories per task (the reference code's M=4; its "
         "K=4 exceeds the 3 leaves a tree has and cannot run), so compare it per trajectory.",
     ]
