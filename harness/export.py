@@ -56,18 +56,17 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .advantages import ESTIMATORS, node_values
+from .advantages import ESTIMATORS
 from .budget import Budget
 from .pause import pause_point
+from .rows import ExportError, Turns, json_default, nodes_table, samples_table
 from .schema import (
     DICTIONARY_COLUMNS,
     FORMAT,
     NODES_SCHEMA,
     SCHEMA_VERSION,
-    TOKEN_LEVEL_ESTIMATORS,
     samples_schema,
 )
-from .tree import Node, Tree
 
 if TYPE_CHECKING:
     from .runner import Runner, TaskResult
@@ -87,10 +86,6 @@ ROW_GROUP_BYTES = 64 << 20
 """Target in-memory size of one compacted row group (whole tasks are gathered up to it)."""
 _PACKAGES = ("treegym", "pyarrow", "pandas", "numpy", "torch", "transformers", "tokenizers",
              "datasets", "gymnasium", "textworld")  # fmt: skip
-
-
-class ExportError(RuntimeError):
-    """A run folder cannot be written as asked (not a run, another run, a duplicate task…)."""
 
 
 class RunMismatchError(ExportError):
@@ -158,17 +153,7 @@ def _fsync_round(handles: Sequence[Any], pool: ThreadPoolExecutor) -> None:
 
 def _jsonable(value: Any) -> Any:
     """``value`` as plain JSON data (dataclasses → dicts, tuples → lists, others → str)."""
-    return json.loads(json.dumps(value, sort_keys=True, default=_json_default))
-
-
-def _json_default(value: Any) -> Any:
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return dataclasses.asdict(value)
-    if isinstance(value, (set, frozenset)):
-        return sorted(value)
-    if hasattr(value, "item"):  # numpy scalars
-        return value.item()
-    return str(value)
+    return json.loads(json.dumps(value, sort_keys=True, default=json_default))
 
 
 def _comparable(value: Any) -> Any:
@@ -237,118 +222,6 @@ def runner_config(runner: Runner) -> dict[str, Any]:
         },
         "executor": type(runner.executor).__name__,
     }
-
-
-# ---------------------------------------------------------------------- rows
-def _leaves_below(tree: Tree) -> dict[int, int]:
-    counts: dict[int, int] = {}
-    for node in reversed(tree.nodes):  # children are created after their parents
-        counts[node.id] = (
-            sum(counts[c.id] for c in node.children)
-            if node.children
-            else int(node.parent is not None)
-        )
-    return counts
-
-
-def _check_turn(task_id: str, tree: Tree, node: Node) -> None:
-    if len(node.logprobs) != len(node.generated_ids):
-        raise ExportError(
-            f"task {task_id!r} tree {tree.index} node {node.id}: {len(node.generated_ids)} "
-            f"generated ids but {len(node.logprobs)} logprobs"
-        )
-
-
-_INFO_JSON = json.JSONEncoder(sort_keys=True, default=_json_default)
-"""One encoder for every node's info (``json.dumps`` with options builds one per call)."""
-
-
-def nodes_table(result: TaskResult, run_id: str) -> pa.Table:
-    """One row per node of every tree of ``result`` (schema :data:`NODES_SCHEMA`), built a
-    column at a time (a dict per row costs more than the rest of a task's write)."""
-    cols: dict[str, list[Any]] = {f.name: [] for f in NODES_SCHEMA}
-    task_id = result.task.task_id
-    for tree in result.trees:
-        nodes, n = tree.nodes, len(tree.nodes)
-        for node in nodes:
-            _check_turn(task_id, tree, node)
-        values, below = node_values(tree), _leaves_below(tree)
-        training = {x.id for x in result.training.get(tree.index, [])}
-        stats = [x.stats for x in nodes]
-        for name, value in (("run_id", run_id), ("task_id", task_id),
-                            ("tree_index", tree.index)):  # fmt: skip
-            cols[name] += [value] * n
-        for name in ("depth", "generated_ids", "logprobs", "closing_ids", "observation_ids",
-                     "action", "parse_error", "finish_reason", "policy_version", "observation",
-                     "ended", "error"):  # fmt: skip
-            cols[name] += [getattr(x, name) for x in nodes]
-        for name in ("prompt_tokens", "cached_tokens", "env_steps", "restores", "policy_s",
-                     "env_s", "restore_s", "snapshot_s"):  # fmt: skip
-            cols[name] += [getattr(st, name) for st in stats]
-        cols["node_id"] += [x.id for x in nodes]
-        cols["parent_id"] += [None if x.parent is None else x.parent.id for x in nodes]
-        cols["prompt_ids"] += [tree.prompt_ids if x.parent is None else () for x in nodes]
-        cols["info"] += [_INFO_JSON.encode(x.info) for x in nodes]
-        cols["reward"] += [float(x.reward) for x in nodes]
-        cols["value"] += [values.get(x.id) for x in nodes]
-        cols["leaves_below"] += [below[x.id] for x in nodes]
-        cols["training"] += [x.id in training for x in nodes]
-    return pa.Table.from_pydict(cols, schema=NODES_SCHEMA)
-
-
-def samples_table(result: TaskResult, run_id: str, estimators: Sequence[str]) -> pa.Table:
-    """One row per training leaf of ``result`` (schema :func:`samples_schema`)."""
-    schema = samples_schema(estimators)
-    cols: dict[str, list[Any]] = {f.name: [] for f in schema}
-    task_id = result.task.task_id
-    trees = {t.index: t for t in result.trees}
-    for index in sorted(result.training):
-        tree = trees[index]
-        for leaf in result.training[index]:
-            path = tree.path(leaf)
-            response: list[int] = []
-            mask: list[int] = []
-            logprobs: list[float] = []
-            offsets: list[int] = []
-            for turn in path:
-                _check_turn(task_id, tree, turn)
-                offsets.append(len(response))
-                tail = len(turn.closing_ids) + len(turn.observation_ids)
-                response += turn.turn_ids
-                mask += [1] * len(turn.generated_ids) + [0] * tail
-                logprobs += [*turn.logprobs, *([0.0] * tail)]
-            key = (tree.index, leaf.id)
-            row: dict[str, Any] = {
-                "run_id": run_id, "sample_id": f"{task_id}/{tree.index}/{leaf.id}",
-                "task_id": task_id, "group_id": task_id, "tree_index": tree.index,
-                "leaf_id": leaf.id, "node_path": [n.id for n in path],
-                "num_turns": sum(not n.partial for n in path),
-                "turn_offsets": offsets, "prompt_ids": list(tree.prompt_ids),
-                "response_ids": response, "loss_mask": mask, "logprobs": logprobs,
-                "reward": float(tree.returns(leaf)), "ended": leaf.ended,
-                "policy_version": leaf.policy_version,
-            }  # fmt: skip
-            for name in estimators:
-                adv = result.advantages.get(name)
-                row[f"adv_{name}"] = adv.per_leaf.get(key) if adv else None
-                if name in TOKEN_LEVEL_ESTIMATORS:
-                    per_turn = adv.per_turn.get(key) if adv else None
-                    if per_turn is None:
-                        row[f"adv_{name}_tokens"] = None
-                        continue
-                    if len(per_turn) != len(path):
-                        raise ExportError(
-                            f"task {task_id!r} tree {tree.index} leaf {leaf.id}: estimator "
-                            f"{name!r} has {len(per_turn)} turn values for {len(path)} turns"
-                        )
-                    tokens: list[float] = []
-                    for value, turn in zip(per_turn, path, strict=True):
-                        tail = len(turn.closing_ids) + len(turn.observation_ids)
-                        tokens += [value] * len(turn.generated_ids) + [0.0] * tail
-                    row[f"adv_{name}_tokens"] = tokens
-            for k, v in row.items():
-                cols[k].append(v)
-    return pa.Table.from_pydict(cols, schema=schema)
 
 
 # ---------------------------------------------------------------------- ledger
@@ -600,8 +473,9 @@ class RunWriter:
         run_id = self.manifest["run_id"]
         out = []
         for result in results:
-            nodes = nodes_table(result, run_id)
-            samples = samples_table(result, run_id, self.estimators)
+            turns = Turns.of(result.task.task_id, result.trees)
+            nodes = nodes_table(result, run_id, turns)
+            samples = samples_table(result, run_id, self.estimators, turns)
             out.append(StagedTask(result.task.task_id, nodes.num_rows, samples.num_rows,
                                   _parquet_bytes(nodes), _parquet_bytes(samples),
                                   result.error, dataclasses.asdict(result.budget),
@@ -661,7 +535,7 @@ class RunWriter:
             if k % 2 == 0:  # a task's nodes part is in place, its samples part is not
                 pause_point("part-write")
         _fsync_dir(self.path / PARTS)
-        lines = "".join(json.dumps(e, sort_keys=True, default=_json_default) + "\n"
+        lines = "".join(json.dumps(e, sort_keys=True, default=json_default) + "\n"
                         for e in entries)  # fmt: skip
         with open(self.path / LEDGER, "ab") as fh:
             fh.write(lines.encode())
@@ -700,7 +574,7 @@ class RunWriter:
                     os.link(src, dst)
                 adopted.append({**entry, "seq": seq})
             _fsync_dir(self.path / PARTS)
-            lines = "".join(json.dumps(e, sort_keys=True, default=_json_default) + "\n"
+            lines = "".join(json.dumps(e, sort_keys=True, default=json_default) + "\n"
                             for e in adopted)  # fmt: skip
             with open(self.path / LEDGER, "ab") as fh:
                 fh.write(lines.encode())
@@ -898,4 +772,4 @@ def _now() -> str:
 
 
 def _manifest_bytes(manifest: Mapping[str, Any]) -> bytes:
-    return (json.dumps(manifest, indent=2, sort_keys=True, default=_json_default) + "\n").encode()
+    return (json.dumps(manifest, indent=2, sort_keys=True, default=json_default) + "\n").encode()
