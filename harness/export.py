@@ -7,7 +7,8 @@ Layout of ``RUN/`` (columns: :mod:`~treegym.harness.schema`)::
     ledger.jsonl         one line per finished task (appended and fsync'd *after* its parts)
     .writer.lock         flock held by the one RunWriter allowed at a time
     parts/NNNNNN.nodes.parquet, parts/NNNNNN.samples.parquet
-                         one pair per finished task not yet compacted
+                         one pair per group commit not yet compacted, named by the group's
+                         first task (its ledger entries give ``part`` and ``part_offsets``)
     nodes.parquet, samples.parquet
                          compacted by finalize(): whole tasks per row group, ~64 MiB each
 
@@ -251,8 +252,38 @@ def read_ledger(run: Path, *, repair: bool = False) -> list[dict[str, Any]]:
 
 
 def part_paths(run: Path, seq: int) -> tuple[Path, Path]:
-    """Where the nodes and samples part of ledger entry ``seq`` live."""
+    """The nodes and samples part files named ``seq``: the first task of their group commit."""
     return run / PARTS / f"{seq:06d}.nodes.parquet", run / PARTS / f"{seq:06d}.samples.parquet"
+
+
+def entry_part(entry: Mapping[str, Any]) -> int:
+    """Which part files hold a ledger entry's rows (entries written before group files
+    existed hold their own: the entry's ``seq``)."""
+    return int(entry.get("part", entry["seq"]))
+
+
+def part_groups(entries: Sequence[dict[str, Any]]) -> list[tuple[int, list[dict[str, Any]]]]:
+    """Consecutive ledger entries that share part files (one group commit each), in order:
+    a part file holds its group's tasks' rows one task after another."""
+    groups: list[tuple[int, list[dict[str, Any]]]] = []
+    for entry in entries:
+        part = entry_part(entry)
+        if groups and groups[-1][0] == part:
+            groups[-1][1].append(entry)
+        else:
+            groups.append((part, [entry]))
+    return groups
+
+
+def group_rows(part: Path, members: Sequence[dict[str, Any]], key: str, rows: int) -> str | None:
+    """What is wrong when part file ``part`` holds ``rows`` rows of its group's ``key`` table
+    (None when they are the rows the ledger lists)."""
+    listed = sum(int(e[key]) for e in members)
+    if rows == listed:
+        return None
+    ids = [e["task_id"] for e in members]
+    tasks = f"task {ids[0]!r}" if len(ids) == 1 else f"tasks {ids[0]!r}..{ids[-1]!r}"
+    return f"{part}: {rows} rows, the ledger says {listed} ({tasks})"
 
 
 def read_manifest(run: Path) -> dict[str, Any] | None:
@@ -271,13 +302,11 @@ def read_manifest(run: Path) -> dict[str, Any] | None:
 # ---------------------------------------------------------------------- the writer
 @dataclass(frozen=True)
 class StagedTask:
-    """A finished task's part files, encoded and not yet written (:meth:`RunWriter.stage`)."""
+    """A finished task's rows, built and not yet written (:meth:`RunWriter.stage`)."""
 
     task_id: str
     node_rows: int
     sample_rows: int
-    nodes: bytes
-    samples: bytes
     error: str | None
     budget: dict[str, Any]
     tables: tuple[pa.Table, pa.Table]
@@ -434,9 +463,8 @@ class RunWriter:
             tmp.unlink()
 
     def _remove_unfinished_parts(self) -> None:
-        keep = {
-            p.name for e in self._ledger[self.compacted :] for p in part_paths(self.path, e["seq"])
-        }
+        listed = {entry_part(e) for e in self._ledger[self.compacted :]}
+        keep = {p.name for part in listed for p in part_paths(self.path, part)}
         for f in (self.path / PARTS).iterdir():
             if f.name not in keep:
                 f.unlink()
@@ -468,8 +496,8 @@ class RunWriter:
         return self.commit(self.stage(results))
 
     def stage(self, results: Sequence[TaskResult]) -> list[StagedTask]:
-        """The tasks' rows encoded as their part files, in memory (the CPU half of a write:
-        a collector runs it as tasks finish and hands the disk half to a thread)."""
+        """The tasks' rows as arrow tables, in memory (the Python half of a write: a collector
+        runs it as tasks finish and hands the encoding and the disk to a thread)."""
         run_id = self.manifest["run_id"]
         out = []
         for result in results:
@@ -477,7 +505,6 @@ class RunWriter:
             nodes = nodes_table(result, run_id, turns)
             samples = samples_table(result, run_id, self.estimators, turns)
             out.append(StagedTask(result.task.task_id, nodes.num_rows, samples.num_rows,
-                                  _parquet_bytes(nodes), _parquet_bytes(samples),
                                   result.error, dataclasses.asdict(result.budget),
                                   (nodes, samples)))  # fmt: skip
         return out
@@ -485,13 +512,15 @@ class RunWriter:
     def commit(self, staged: Sequence[StagedTask]) -> list[dict[str, Any]]:
         """Make staged tasks durable in one group commit; return their ledger entries.
 
-        Every part of the group is written, then all are fsync'd in one round, renamed into
-        place, the parts folder fsync'd once, and the group's ledger lines appended in one
-        write with one fsync — so a task costs its share of four fsync rounds, not four fsyncs
-        of its own. The guarantee is the single task's: a task is finished when its ledger line
-        is durable, which is when this returns (its entry is the acknowledgement); a crash
-        before that leaves the earlier groups intact and at most this group's unlisted parts,
-        which ``resume`` removes."""
+        The group's rows are encoded as one nodes and one samples part file (named by the
+        group's first task; each ledger entry says where its rows start), both fsync'd in one
+        round, renamed into place, the parts folder fsync'd once, and the group's ledger lines
+        appended in one write with one fsync — so a task costs its share of two files and four
+        fsync rounds, not files and fsyncs of its own (a part file's fixed cost, encoding and
+        opening, was most of a small task's write). The guarantee is the single task's: a task
+        is finished when its ledger line is durable, which is when this returns (its entry is
+        the acknowledgement); a crash before that leaves the earlier groups intact and at most
+        this group's unlisted parts, which ``resume`` removes."""
         if not staged:
             return []
         try:
@@ -509,30 +538,34 @@ class RunWriter:
                 "(RunWriter.finished) instead of writing them twice"
             )
         first = self._ledger[-1]["seq"] + 1 if self._ledger else 0
-        entries, moves, handles = [], [], []
+        tables = [pa.concat_tables([t.tables[k] for t in staged]) for k in (0, 1)]
+        files, moves, handles = {}, [], []
         try:
-            for seq, task in enumerate(staged, first):
-                files = {}
-                for name, data, path in zip(("nodes", "samples"), (task.nodes, task.samples),
-                                            part_paths(self.path, seq), strict=True):  # fmt: skip
-                    files[name] = {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
-                    tmp = path.with_name(path.name + ".tmp")
-                    handles.append(open(tmp, "wb"))  # noqa: SIM115 - closed below
-                    handles[-1].write(data)
-                    handles[-1].flush()
-                    moves.append((tmp, path))
-                entries.append({
-                    "seq": seq, "task_id": task.task_id, "nodes": task.node_rows,
-                    "samples": task.sample_rows, "files": files, "error": task.error,
-                    "budget": task.budget, "time": _now(),
-                })  # fmt: skip
+            for name, table, path in zip(("nodes", "samples"), tables, part_paths(self.path, first),
+                                         strict=True):  # fmt: skip
+                data = _parquet_bytes(table)
+                files[name] = {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+                tmp = path.with_name(path.name + ".tmp")
+                handles.append(open(tmp, "wb"))  # noqa: SIM115 - closed below
+                handles[-1].write(data)
+                handles[-1].flush()
+                moves.append((tmp, path))
             _fsync_round(handles, self._io_pool())
         finally:
             for fh in handles:
                 fh.close()
-        for k, (tmp, path) in enumerate(moves):
+        entries, at = [], {"nodes": 0, "samples": 0}
+        for seq, task in enumerate(staged, first):
+            entries.append({
+                "seq": seq, "task_id": task.task_id, "nodes": task.node_rows,
+                "samples": task.sample_rows, "part": first, "part_offsets": dict(at),
+                "files": files, "error": task.error, "budget": task.budget, "time": _now(),
+            })  # fmt: skip
+            at["nodes"] += task.node_rows
+            at["samples"] += task.sample_rows
+        for tmp, path in moves:
             os.replace(tmp, path)
-            if k % 2 == 0:  # a task's nodes part is in place, its samples part is not
+            if path.name.endswith(".nodes.parquet"):  # the nodes part is in place, samples not
                 pause_point("part-write")
         _fsync_dir(self.path / PARTS)
         lines = "".join(json.dumps(e, sort_keys=True, default=json_default) + "\n"
@@ -565,14 +598,17 @@ class RunWriter:
         if again is not None:
             raise ExportError(f"task {again!r} is already in {self.path / LEDGER}")
         first = self._ledger[-1]["seq"] + 1 if self._ledger else 0
-        adopted = []
+        adopted, renamed = [], {}  # a shard's part -> its name here (its first task's seq)
         try:
             for seq, entry in enumerate(entries, first):
-                for src, dst in zip(part_paths(folder, entry["seq"]), part_paths(self.path, seq),
-                                    strict=True):  # fmt: skip
-                    dst.unlink(missing_ok=True)  # an unlisted part of an interrupted adoption
-                    os.link(src, dst)
-                adopted.append({**entry, "seq": seq})
+                part = entry_part(entry)
+                if part not in renamed:
+                    renamed[part] = seq
+                    for src, dst in zip(part_paths(folder, part), part_paths(self.path, seq),
+                                        strict=True):  # fmt: skip
+                        dst.unlink(missing_ok=True)  # an unlisted part of an interrupted adoption
+                        os.link(src, dst)
+                adopted.append({**entry, "seq": seq, "part": renamed[part]})
             _fsync_dir(self.path / PARTS)
             lines = "".join(json.dumps(e, sort_keys=True, default=json_default) + "\n"
                             for e in adopted)  # fmt: skip
@@ -654,7 +690,7 @@ class RunWriter:
         self.manifest = manifest
         self._kept.clear()
         self._kept_bytes = 0
-        parts = [p for entry in new for p in part_paths(self.path, entry["seq"])]
+        parts = [p for part, _ in part_groups(new) for p in part_paths(self.path, part)]
         list(self._io_pool().map(lambda p: p.unlink(missing_ok=True), parts))
         return manifest
 
@@ -695,31 +731,45 @@ class RunWriter:
         return added
 
     def _read_parts(self, entries: list[dict[str, Any]], which: int) -> Iterable[pa.Table]:
-        """The entries' parts in order, checked and read a few at a time in the writer's
-        threads (reading releases the GIL; a file's fixed cost is mostly waiting)."""
+        """Each entry's rows in order: from memory when this writer committed it, else from
+        its group's part file, checked and read a few files ahead in the writer's threads
+        (reading releases the GIL; a file's fixed cost is mostly waiting)."""
         pool, ahead = self._io_pool(), 16
+        groups = part_groups(entries)
 
-        def fetch(entry: dict[str, Any]) -> Any:
-            kept = self._kept.get(entry["seq"])  # committed by this writer: already in memory
-            return kept[which] if kept is not None else pool.submit(self._read_part, entry, which)
+        def fetch(group: tuple[int, list[dict[str, Any]]]) -> Any:
+            part, members = group
+            kept = [self._kept.get(e["seq"]) for e in members]
+            if all(k is not None for k in kept):  # committed by this writer: in memory
+                return [k[which] for k in kept]
+            return pool.submit(self._read_group, part, members, which)
 
-        futures = [fetch(e) for e in entries[:ahead]]
-        for k in range(len(entries)):
-            if k + ahead < len(entries):
-                futures.append(fetch(entries[k + ahead]))
+        futures = [fetch(g) for g in groups[:ahead]]
+        for k in range(len(groups)):
+            if k + ahead < len(groups):
+                futures.append(fetch(groups[k + ahead]))
             got = futures[k]
-            yield got if isinstance(got, pa.Table) else got.result()
-            futures[k] = None  # drop the table once written
+            yield from got if isinstance(got, list) else got.result()
+            futures[k] = None  # drop the tables once written
 
-    def _read_part(self, entry: dict[str, Any], which: int) -> pa.Table:
-        path = part_paths(self.path, entry["seq"])[which]
-        recorded = (entry.get("files") or {}).get(("nodes", "samples")[which])
+    def _read_group(self, part: int, members: list[dict[str, Any]], which: int) -> list[pa.Table]:
+        """The rows of each of ``members`` from their group's part file (digest checked)."""
+        path, key = part_paths(self.path, part)[which], ("nodes", "samples")[which]
+        recorded = (members[0].get("files") or {}).get(key)
         if recorded and file_digest(path) != recorded:
             raise ExportError(
                 f"{path}: differs from the size/SHA-256 {LEDGER} recorded for task "
-                f"{entry['task_id']!r}; the part was damaged after it was written"
+                f"{members[0]['task_id']!r}; the part was damaged after it was written"
             )
-        return pq.read_table(path, page_checksum_verification=True)
+        table = pq.read_table(path, page_checksum_verification=True)
+        wrong = group_rows(path, members, key, table.num_rows)
+        if wrong:
+            raise ExportError(wrong)
+        out, at = [], 0
+        for entry in members:
+            out.append(table.slice(at, entry[key]))
+            at += entry[key]
+        return out
 
     def record(self, key: str, value: Any) -> None:
         """Store ``value`` under ``key`` in the manifest, written to disk atomically now."""

@@ -35,6 +35,8 @@ from .export import (
     SAMPLES,
     ExportError,
     file_digest,
+    group_rows,
+    part_groups,
     part_paths,
     read_ledger,
 )
@@ -239,6 +241,7 @@ def load_run(path: str | Path, *, verify: bool = True) -> Run:
         ledger = read_ledger(path)
     except ExportError as exc:
         raise RunLoadError(str(exc)) from exc
+    _check_unique(path, ledger)
     estimators = list(manifest.get("estimators") or [])
     schemas = (NODES_SCHEMA, samples_schema(estimators))
     compacted = int(manifest.get("compacted", 0))
@@ -258,17 +261,15 @@ def load_run(path: str | Path, *, verify: bool = True) -> Run:
                     f"{path / name}: {table.num_rows} rows, the manifest says {rows.get(name)}"
                 )
             out.append(table)
-    for entry in ledger[compacted:]:
-        for part, schema, out, key in zip(part_paths(path, entry["seq"]), schemas, tables,
+    for part, members in part_groups(ledger[compacted:]):
+        for file, schema, out, key in zip(part_paths(path, part), schemas, tables,
                                           ("nodes", "samples"), strict=True):  # fmt: skip
-            digest = (entry.get("files") or {}).get(key)
-            table = _read_parquet(part, schema, digest, f"{LEDGER} (task {entry['task_id']!r})",
-                                  verify)  # fmt: skip
-            if table.num_rows != entry[key]:
-                raise RunLoadError(
-                    f"{part}: {table.num_rows} rows, the ledger says {entry[key]} "
-                    f"(task {entry['task_id']!r})"
-                )
+            digest = (members[0].get("files") or {}).get(key)
+            table = _read_parquet(file, schema, digest,
+                                  f"{LEDGER} (task {members[0]['task_id']!r})", verify)  # fmt: skip
+            wrong = group_rows(file, members, key, table.num_rows)
+            if wrong:
+                raise RunLoadError(wrong)
             out.append(table)
     nodes, samples = (
         pa.concat_tables(ts, promote_options="permissive") if ts else s.empty_table()
@@ -276,6 +277,14 @@ def load_run(path: str | Path, *, verify: bool = True) -> Run:
     )
     _validate(path, manifest, ledger, nodes, samples, estimators)
     return Run(path, manifest, ledger, nodes, samples, estimators)
+
+
+def _check_unique(path: Path, ledger: list[dict[str, Any]]) -> None:
+    """A task listed twice (before its rows are read: a listed group's rows would not add up)."""
+    seen = [e["task_id"] for e in ledger]
+    if len(set(seen)) != len(seen):
+        dup = sorted({t for t in seen if seen.count(t) > 1})
+        raise RunLoadError(f"{path / LEDGER}: tasks written twice: {dup[:5]}")
 
 
 def _validate(
@@ -293,14 +302,11 @@ def _validate(
         if ids - {run_id}:
             raise RunLoadError(f"{path}/{name}: rows of run(s) {sorted(ids - {run_id})}, "
                                f"the manifest's run is {run_id!r}")  # fmt: skip
-    seen = [e["task_id"] for e in ledger]
-    if len(set(seen)) != len(seen):
-        dup = sorted({t for t in seen if seen.count(t) > 1})
-        raise RunLoadError(f"{path / LEDGER}: tasks written twice: {dup[:5]}")
     tasks = set(nodes.column("task_id").unique().to_pylist())
-    if tasks - set(seen):
+    seen = {e["task_id"] for e in ledger}
+    if tasks - seen:
         raise RunLoadError(
-            f"{where}: nodes of tasks not in the ledger: {sorted(tasks - set(seen))[:5]}"
+            f"{where}: nodes of tasks not in the ledger: {sorted(tasks - seen)[:5]}"
         )
     # node keys: unique, roots first, parents exist
     t = nodes.column("task_id").to_pylist()

@@ -264,5 +264,6 @@ def _token_values(per_turn: list[Sequence[float] | None], path_len: np.ndarray,
     tokens = np.where(mask == 1, np.repeat(seg_value, seg_len), 0.0).astype(np.float32)
     lengths = np.where(valid, _sums(seg_len, path_len), 0)
     offsets = pa.array(_offsets(lengths).astype(np.int32))
-    return pa.ListArray.from_arrays(offsets, pa.array(tokens[np.repeat(have, seg_len)]),
-                                    type=_FLOATS, mask=pa.array(~valid))
+    return pa.ListArray.from_arrays(
+        offsets, pa.array(tokens[np.repeat(have, seg_len)]), type=_FLOATS, mask=pa.array(~valid)
+    )

@@ -464,24 +464,62 @@ def test_missing_part_and_misaligned_columns_are_refused(collected, tmp_path):
     runner, results = collected
     path = tmp_path / "run"
     w = _writer(path, runner)
-    w.write_all(results[:2])
-    samples_part = part_paths(path, 1)[1]
+    w.write_all(results[:2])  # one group commit: both tasks' rows in part 000000
+    samples_part = part_paths(path, 0)[1]
     table = pq.read_table(samples_part)
     field = table.schema.field("logprobs")
     cut = pa.array([x[:-1] for x in table.column("logprobs").to_pylist()], field.type)
     pq.write_table(table.set_column(table.schema.get_field_index("logprobs"), field, cut),
                    samples_part)  # fmt: skip
-    with pytest.raises(RunLoadError, match=r"000001\.samples\.parquet: \d+ bytes but ledger"):
+    with pytest.raises(RunLoadError, match=r"000000\.samples\.parquet: \d+ bytes but ledger"):
         load_run(path)
     lines = (path / LEDGER).read_text().splitlines()
-    entry = json.loads(lines[1])
+    entry = json.loads(lines[0])
     entry["files"]["samples"] = file_digest(samples_part)
-    (path / LEDGER).write_text("\n".join([lines[0], json.dumps(entry), ""]))
+    (path / LEDGER).write_text("\n".join([json.dumps(entry), lines[1], ""]))
     with pytest.raises(RunLoadError, match=r"logprobs of sample .* entries for .* response_ids"):
         load_run(path)
     samples_part.unlink()
-    with pytest.raises(RunLoadError, match=r"000001\.samples\.parquet: missing"):
+    with pytest.raises(RunLoadError, match=r"000000\.samples\.parquet: missing"):
         load_run(path)
+
+
+def test_a_group_commit_writes_one_part_pair_and_old_ledgers_still_load(collected, tmp_path):
+    runner, results = collected
+    path = tmp_path / "run"
+    with _writer(path, runner) as w:
+        w.write_all(results[:3])
+        w.write(results[3])
+        assert sorted(p.name for p in (path / "parts").iterdir()) == [
+            "000000.nodes.parquet", "000000.samples.parquet",
+            "000003.nodes.parquet", "000003.samples.parquet",
+        ]  # fmt: skip
+        entries = [json.loads(x) for x in (path / LEDGER).read_text().splitlines()]
+        assert [e["part"] for e in entries] == [0, 0, 0, 3]
+        assert [e["part_offsets"]["samples"] for e in entries[:3]] == [
+            0, entries[0]["samples"], entries[0]["samples"] + entries[1]["samples"]
+        ]  # fmt: skip
+        unfinished = load_run(path)
+    finished = load_run(path)
+    assert unfinished.samples_table.equals(finished.samples_table.select(
+        unfinished.samples_table.column_names))  # fmt: skip
+    # a folder written before group files (one part pair per task, entries without "part")
+    old = tmp_path / "old"
+    w = _writer(old, runner)
+    for r in results:
+        w.write(r)
+    w.close()
+    lines = [json.loads(x) for x in (old / LEDGER).read_text().splitlines()]
+    for e in lines:
+        del e["part"], e["part_offsets"]
+    (old / LEDGER).write_text("".join(json.dumps(e) + "\n" for e in lines))
+    def rows(run):
+        return run.samples_table.drop_columns(["run_id"])
+
+    assert rows(load_run(old)).equals(rows(finished))
+    with _writer(old, runner, resume=True):
+        pass  # finalize reads the old parts back
+    assert rows(load_run(old)).equals(rows(finished))
 
 
 def test_a_task_that_failed_is_recorded_and_not_retried(template, tmp_path):

@@ -156,7 +156,7 @@ def test_each_load_check_names_the_file_and_the_problem(finalized, tmp_path, cas
 BROKEN_UNFINISHED = {
     "part rows vs ledger": (
         lambda es: [{**e, "nodes": e["nodes"] + 1} if e["task_id"] == "b" else e for e in es],
-        "000001.nodes.parquet: 4 rows, the ledger says 5 (task 'b')"),
+        "000000.nodes.parquet: 9 rows, the ledger says 10 (tasks 'a'..'b')"),  # one group
     "a task written twice": (lambda es: [*es, es[0]], "ledger.jsonl: tasks written twice: ['a']"),
 }  # fmt: skip
 

@@ -109,12 +109,21 @@ def start_paused(run: Path, point: str, pause_dir: Path, extra=()) -> subprocess
     return proc
 
 
+def paused_group(run: Path) -> int:
+    """The seq of the group commit held between its two part renames (its nodes part is in
+    place, its samples part is not): the first task of that group, not yet listed."""
+    lone = [p for p in (run / "parts").glob("*.nodes.parquet")
+            if not p.with_name(p.name.replace(".nodes.", ".samples.")).exists()]  # fmt: skip
+    assert len(lone) == 1, lone
+    seq = int(lone[0].name[:6])
+    assert part_paths(run, seq)[0] == lone[0]
+    return seq
+
+
 def _window(run: Path, point: str) -> None:
     """What the folder holds while the collector waits at ``point`` (the window is real)."""
-    if point.startswith("part-write"):  # the n-th task's nodes part is in place, not the rest
-        n = int(point.split("@")[1])
-        nodes, samples = part_paths(run, n - 1)
-        assert nodes.exists() and not samples.exists() and _ledger_lines(run) <= n - 1
+    if point.startswith("part-write"):  # the n-th group's nodes part is in place, not the rest
+        assert _ledger_lines(run) <= paused_group(run)
     elif point == "finalize-compact":
         assert (run / "nodes.parquet.final.tmp").exists() and not (run / FINALIZING).exists()
         assert not (run / "samples.parquet.final.tmp").exists()
