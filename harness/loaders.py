@@ -305,9 +305,7 @@ def _validate(
     tasks = set(nodes.column("task_id").unique().to_pylist())
     seen = {e["task_id"] for e in ledger}
     if tasks - seen:
-        raise RunLoadError(
-            f"{where}: nodes of tasks not in the ledger: {sorted(tasks - seen)[:5]}"
-        )
+        raise RunLoadError(f"{where}: nodes of tasks not in the ledger: {sorted(tasks - seen)[:5]}")
     # node keys: unique, roots first, parents exist
     t = nodes.column("task_id").to_pylist()
     tr = nodes.column("tree_index").to_pylist()

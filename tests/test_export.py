@@ -513,6 +513,7 @@ def test_a_group_commit_writes_one_part_pair_and_old_ledgers_still_load(collecte
     for e in lines:
         del e["part"], e["part_offsets"]
     (old / LEDGER).write_text("".join(json.dumps(e) + "\n" for e in lines))
+
     def rows(run):
         return run.samples_table.drop_columns(["run_id"])
 
