@@ -2,7 +2,7 @@
 on, and against the same engine with it off (the control arm), side by side in one run.
 
 What is compared: ``chain`` (G=6) and ``tree_grpo`` (published M=2 N=2 L=1 K=3) on held-out
-tw-cooking games of the embedded model's family, through ``SGLangPolicy`` — the HTTP client of
+TextWorld tasks of the embedded model's mix, through ``SGLangPolicy`` — the HTTP client of
 SGLang's native ``/generate`` — against two servers of the same model: one with its prefix
 cache, one without. Each arm starts cold (``POST /flush_cache`` before it), the arm order
 alternates over the repetitions, and the sampling seeds are the same in both arms. Reported per
@@ -524,7 +524,7 @@ def build_section(runs: dict[str, dict[str, list[ArmRun]]], size: Size, repeats:
     intro = (
         f"The sampler comparison through {labels.engine}, with the engine's prefix cache on "
         f"and off (off is the control arm), side by side in one run: {size.tasks} held-out "
-        f"tw-cooking game{'s' if size.tasks > 1 else ''} of the embedded model's family, at "
+        f"TextWorld task{'s' if size.tasks > 1 else ''} of the embedded model's mix, at "
         f"most {size.max_episode_steps} steps, "
         f"{size.max_new_tokens} new tokens per turn, temperature 1, 6 training trajectories per "
         f"task in both samplers, through `SGLangPolicy` (SGLang's `/generate` protocol). "

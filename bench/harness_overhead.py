@@ -9,9 +9,9 @@ Measured side by side in one run, 3 repetitions:
   executor makes them) with the same actions from the same resets. Env steps per second of
   each arm, their ratio to the bare loop and the harness's extra milliseconds per step. On
   ToyRooms (a pure-Python env: steps in microseconds, so this is the harness's whole cost per
-  step) and TextWorld (held-out tw-cooking games of the embedded model's family).
+  step) and TextWorld (held-out TextWorld tasks of the embedded model's mix).
 * **A real run** — the embedded model (``HFPolicy``) grows Tree-GRPO trees (published M=2,
-  N=2, L=1, K=3) on held-out tw-cooking games through the process pool, as ``treegym collect``
+  N=2, L=1, K=3) on held-out TextWorld tasks through the process pool, as ``treegym collect``
   does by default: the fraction of the wall time the policy had a request in flight, the same
   from the budget's ``policy_s`` (per-result latencies), and the env's share (env, restore and
   snapshot seconds in the workers over the wall).
@@ -257,8 +257,8 @@ def sections(size: str) -> list[Section]:
         "in-process executor and with the process pool (2 workers); a bare loop then steps the "
         "same envs (one per task) with the same actions from the same resets, and every "
         "trajectory's return is checked equal. ToyRooms (pure Python, microsecond steps): "
-        f"{n['ToyRooms']} tasks; TextWorld: {n['TextWorld']} held-out tw-cooking games of the "
-        f"embedded model's family (seeds {EVAL_SEEDS[0]}+), `max_episode_steps=20`. A real "
+        f"{n['ToyRooms']} tasks; TextWorld: {n['TextWorld']} held-out TextWorld tasks of the "
+        f"embedded model's mix (seeds {EVAL_SEEDS[0]}+), `max_episode_steps=20`. A real "
         "run: the embedded model (`HFPolicy`, temperature 1, a fresh prefix cache each time) "
         f"grows Tree-GRPO trees (M=2, N=2, L=1, K=3) on {n['model_tasks']} of those games"
         f"{budget} through the process pool, as `treegym collect` does. {REPETITIONS} "

@@ -41,6 +41,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as _dt
+import functools
 import hashlib
 import json
 import os
@@ -200,11 +201,19 @@ def sampler_identity(sampler: Any) -> dict[str, Any]:
 
 
 def package_versions() -> dict[str, str]:
+    """Versions of the packages a run's rows depend on (a fresh dict each call)."""
+    return dict(_installed_versions())
+
+
+@functools.cache
+def _installed_versions() -> tuple[tuple[str, str], ...]:
+    """Looked up once per process: ``importlib.metadata`` parses every package's metadata
+    file (≈15 ms here), and a writer asks at open and again at finalize."""
     out = {"python": platform.python_version()}
     for name in _PACKAGES:
         with contextlib.suppress(metadata.PackageNotFoundError):
             out[name] = metadata.version(name)
-    return out
+    return tuple(out.items())
 
 
 def runner_config(runner: Runner) -> dict[str, Any]:
